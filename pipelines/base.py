@@ -1,0 +1,81 @@
+"""The pipeline interface: load, warm up, make session state, run a batch.
+
+The server's inference thread is the only caller. It creates per-session state
+with :meth:`Pipeline.new_state` the first time a session's request runs, groups
+ready requests by :meth:`Pipeline.batch_key`, and calls the pipeline once per
+group with at most :attr:`Pipeline.max_batch_size` requests.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from stream.params import Params
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineOptions:
+    """How to load a pipeline. Every field is an option, not a fork of the code."""
+
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass(slots=True)
+class FrameRequest:
+    """One session's request in a batch.
+
+    ``image`` is the decoded input, (height, width, 3) uint8 RGB, or None for a
+    text-only request. ``state`` is what :meth:`Pipeline.new_state` made for
+    this session; the pipeline may update it in place (caches).
+    """
+
+    state: Any
+    params: Params
+    image: np.ndarray | None
+
+
+class Pipeline(abc.ABC):
+    name: str
+    max_batch_size: int = 8
+
+    def __init__(self, options: PipelineOptions) -> None:
+        self.options = options
+        self.device = resolve_device(options.device)
+
+    @abc.abstractmethod
+    def warmup(self) -> None:
+        """Run once before the server reports ready, so the first frame is not slow."""
+
+    def new_state(self) -> Any:
+        """Per-session state (caches); None when the pipeline keeps none."""
+        return None
+
+    def check_params(self, params: Params) -> None:
+        """Raise ``ValueError`` naming the problem if this pipeline cannot serve ``params``."""
+
+    def batch_key(self, request: FrameRequest) -> Hashable:
+        """Requests with equal keys may run in one call."""
+        return (request.params.width, request.params.height, request.params.steps)
+
+    @abc.abstractmethod
+    def __call__(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
+        """Run a batch; return one (height, width, 3) uint8 RGB array per request."""

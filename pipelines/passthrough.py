@@ -1,0 +1,34 @@
+"""The passthrough pipeline: returns each input's pixels unchanged.
+
+It costs nothing, so a round trip through it measures everything that is not
+the model: transport, codecs, scheduling. Transport tests and ``bench/`` use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+from pipelines.base import FrameRequest, Pipeline
+from stream.params import Params
+
+
+class PassthroughPipeline(Pipeline):
+    name = "passthrough"
+    max_batch_size = 64
+
+    def warmup(self) -> None:
+        self([FrameRequest(state=None, params=Params(), image=np.zeros((8, 8, 3), np.uint8))])
+
+    def batch_key(self, request: FrameRequest) -> Hashable:
+        # Nothing is computed, so every request can share a call.
+        return None
+
+    def __call__(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
+        outputs = []
+        for request in requests:
+            if request.image is None:
+                raise ValueError("the passthrough pipeline needs an input frame")
+            outputs.append(request.image)
+        return outputs

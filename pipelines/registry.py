@@ -1,0 +1,24 @@
+"""Named pipelines: ``livegen serve --pipeline NAME`` picks one from here."""
+
+from __future__ import annotations
+
+from pipelines.base import Pipeline, PipelineOptions
+from pipelines.passthrough import PassthroughPipeline
+
+_PIPELINES: dict[str, type[Pipeline]] = {
+    PassthroughPipeline.name: PassthroughPipeline,
+}
+
+
+def pipeline_names() -> list[str]:
+    return sorted(_PIPELINES)
+
+
+def create_pipeline(name: str, options: PipelineOptions) -> Pipeline:
+    try:
+        cls = _PIPELINES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown pipeline {name!r}; available: {', '.join(pipeline_names())}"
+        ) from None
+    return cls(options)

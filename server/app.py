@@ -1,0 +1,216 @@
+"""The livegen server: sessions, the inference worker and the WebSocket listener.
+
+Everything here runs on the event loop except the pipeline (its own thread) and
+image codecs (the worker's codec threads). Tasks the server starts are kept and
+cancelled on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from pipelines import Pipeline, PipelineOptions, create_pipeline
+from server.config import ServerConfig
+from server.connection import Connection
+from server.http import Routes, load_static_files
+from server.metrics import Metrics
+from server.worker import FrameFailed, FrameResult, InferenceWorker
+from stream.errors import CloseCode, InvalidParams
+from stream.events import StartRequested
+from stream.messages import SessionClosing, SessionStarted
+from stream.params import Params
+from stream.registry import SessionRegistry
+from stream.session import Session
+
+log = logging.getLogger(__name__)
+
+EXPIRY_INTERVAL_S = 1.0
+
+
+class LivegenServer:
+    def __init__(self, config: ServerConfig, pipeline: Pipeline | None = None) -> None:
+        self.config = config
+        self.sessions = SessionRegistry(
+            grace_s=config.session_grace_s, max_sessions=config.max_sessions
+        )
+        self.metrics = Metrics(self.sessions)
+        self.pipeline = pipeline or create_pipeline(
+            config.pipeline,
+            PipelineOptions(model=config.model, device=config.device, dtype=config.dtype),
+        )
+        self.worker = InferenceWorker(
+            self.pipeline,
+            limits=config.limits,
+            metrics=self.metrics,
+            deliver=self._deliver_threadsafe,
+            codec_threads=config.codec_threads,
+            max_batch=config.max_batch,
+        )
+        self.connections: set[Connection] = set()
+        # Session id to the connection that holds it.
+        self.attached: dict[str, Connection] = {}
+        self.warmup_error: BaseException | None = None
+        self.ready = asyncio.Event()
+        self.draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        assert self._listener is not None
+        port: int = self._listener.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        """Listen at once (health answers), then warm the pipeline up (then ready)."""
+        self._loop = asyncio.get_running_loop()
+        routes = Routes(
+            load_static_files(self.config.web_root),
+            is_ready=lambda: self.ready.is_set() and not self.draining,
+            render_metrics=self.metrics.render,
+        )
+        self._listener = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=routes,
+            max_size=self.config.max_message_bytes,
+            compression=None,  # images are compressed already; deflate only costs time
+        )
+        self._spawn(self._warm_up())
+        self._spawn(self._expire_sessions())
+
+    async def _warm_up(self) -> None:
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(self.pipeline.warmup)
+        except Exception as exc:
+            log.exception("pipeline %s failed to warm up; shutting down", self.pipeline.name)
+            self.warmup_error = exc
+            self.request_drain()
+            return
+
+        self.worker.start()
+        log.info("pipeline %s warm in %.2f s", self.pipeline.name, time.perf_counter() - started)
+        self.ready.set()
+
+    async def _expire_sessions(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_INTERVAL_S)
+            for session in self.sessions.expire(time.perf_counter()):
+                self._free(session)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, websocket: ServerConnection) -> None:
+        connection = Connection(self, websocket)
+        self.connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+
+    def open_session(self, connection: Connection, request: StartRequested) -> Session:
+        """Create or resume the session ``connection`` asked for (raises ProtocolError)."""
+        if request.session_id is not None and request.resume_token is not None:
+            session = self.sessions.resume(request.session_id, request.resume_token)
+            params = session.params.updated(request.params)
+        else:
+            session = None
+            params = Params().updated(request.params)
+        try:
+            self.pipeline.check_params(params)
+        except ValueError as exc:
+            raise InvalidParams(str(exc)) from None
+        if session is None:
+            session = self.sessions.create(params)
+        session.params = params
+        previous = self.attached.get(session.id)
+        if previous is not None:
+            previous.close(CloseCode.SESSION_TAKEN_OVER, "session resumed on another connection")
+        self.attached[session.id] = connection
+        connection.protocol.accept(
+            SessionStarted(
+                session_id=session.id,
+                resume_token=session.resume_token,
+                resumed=request.session_id is not None,
+                pipeline=self.pipeline.name,
+                params=params.to_wire(),
+                limits=self.config.limits.to_wire(),
+            )
+        )
+        return session
+
+    def detach(self, connection: Connection) -> None:
+        """``connection`` is gone; its session waits out the grace period for a resume."""
+        session = connection.session
+        if session is not None and self.attached.get(session.id) is connection:
+            del self.attached[session.id]
+            self.sessions.detach(session, time.perf_counter())
+
+    def close_session(self, session: Session) -> None:
+        self.sessions.remove(session)
+        self.attached.pop(session.id, None)
+        self._free(session)
+
+    def _free(self, session: Session) -> None:
+        session.inbox.take()
+        session.last_input = None
+        session.pipeline_state = None
+
+    def _deliver_threadsafe(self, session: Session, result: FrameResult | FrameFailed) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._deliver, session, result)
+
+    def _deliver(self, session: Session, result: FrameResult | FrameFailed) -> None:
+        connection = self.attached.get(session.id)
+        if connection is None:
+            return  # detached or closed: the result has nobody to go to
+        if isinstance(result, FrameFailed):
+            connection.send_error(result.error, result.frame_id)
+        else:
+            session.frames_out += 1
+            connection.send_frame(result.data, result.received_at)
+
+    def request_drain(self) -> None:
+        """Start :meth:`drain` from a signal handler or any other plain callback."""
+        self._spawn(self.drain())
+
+    async def drain(self) -> None:
+        """Stop accepting, tell sessions, finish in-flight frames, close, stop."""
+        if self.draining:
+            return
+        self.draining = True
+        assert self._listener is not None
+        log.info("draining: %d connections", len(self.connections))
+        self._listener.close(close_connections=False)
+        for connection in self.connections:
+            connection.send(SessionClosing(reason="shutdown"))
+        if self.ready.is_set() and not await asyncio.to_thread(
+            self.worker.wait_idle, self.config.drain_timeout_s
+        ):
+            log.warning("drain timed out after %.1f s with frames in flight", self.config.drain_timeout_s)
+        for connection in list(self.connections):
+            connection.close(CloseCode.GOING_AWAY, "server shutting down")
+        await self._listener.wait_closed()
+        others = self._tasks - {asyncio.current_task()}
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        if self.ready.is_set():
+            await asyncio.to_thread(self.worker.stop)
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()

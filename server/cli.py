@@ -1,0 +1,67 @@
+"""The ``livegen`` command. ``livegen serve`` runs the server until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from server.app import LivegenServer
+from server.config import ServerConfig, add_arguments
+from server.http import WEBSOCKET_PATH
+
+log = logging.getLogger("livegen")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="livegen", description="Real-time generative media server.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="serve a pipeline over WebSocket and HTTP")
+    add_arguments(serve_parser, os.environ)
+    args = vars(parser.parse_args(argv))
+    args.pop("command")
+    config = ServerConfig(**args)
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # websockets logs every HTTP request at INFO; health probes would drown the log.
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
+    print(f"livegen configuration:\n{config.describe()}", flush=True)
+    return run(serve(config))
+
+
+def run(main_coroutine: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop where it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main_coroutine)
+    result: int = uvloop.run(main_coroutine)
+    return result
+
+
+async def serve(config: ServerConfig) -> int:
+    server = LivegenServer(config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, server.request_drain)
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    print(
+        f"livegen serving {config.pipeline} on http://{host}:{server.port}/ "
+        f"(WebSocket ws://{host}:{server.port}{WEBSOCKET_PATH}); Ctrl-C stops",
+        flush=True,
+    )
+    if config.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("bound to %s: anyone who can reach it can use it (no auth yet)", config.host)
+    await server.wait_stopped()
+    return 1 if server.warmup_error is not None else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

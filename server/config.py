@@ -1,0 +1,86 @@
+"""Server configuration: every option is a CLI flag and a ``LIVEGEN_*`` variable.
+
+A flag wins over the environment, which wins over the default. The whole
+configuration is printed once at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from stream.limits import Limits
+
+_DEFAULT_LIMITS = Limits()
+DEFAULT_WEB_ROOT = Path(__file__).resolve().parent.parent / "clients" / "web"
+
+
+def _option(help_text: str, default: Any = None, **kwargs: Any) -> Any:
+    return field(default=default, metadata={"help": help_text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = _option("address to bind; anything but loopback exposes the server", "127.0.0.1")
+    port: int = _option("port for WebSocket and HTTP (0 picks a free one)", 8000)
+    pipeline: str = _option("pipeline to serve (see pipelines/registry.py)", "passthrough")
+    model: str | None = _option("local folder or hub id of the model weights")
+    device: str = _option("torch device: auto, cuda, cuda:1, mps or cpu", "auto")
+    dtype: str = _option("torch dtype: auto, float16, bfloat16 or float32", "auto")
+    max_sessions: int = _option("sessions held at once, attached or in their grace period", 64)
+    session_grace_s: float = _option("how long a disconnected session is kept for resume", 30.0)
+    max_batch: int = _option("most requests the pipeline runs in one call", 8)
+    codec_threads: int = _option(
+        "threads for image decode and encode", min(4, os.cpu_count() or 1)
+    )
+    drain_timeout_s: float = _option("on SIGTERM, how long to wait for in-flight frames", 10.0)
+    max_message_bytes: int = _option("largest WebSocket message accepted", _DEFAULT_LIMITS.max_message_bytes)
+    max_image_pixels: int = _option("largest input image, in pixels", _DEFAULT_LIMITS.max_image_pixels)
+    messages_per_s: float = _option("sustained messages a second per connection", _DEFAULT_LIMITS.messages_per_s)
+    web_root: Path = _option("folder served at /", DEFAULT_WEB_ROOT)
+    log_level: str = _option("debug, info, warning or error", "info")
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_message_bytes=self.max_message_bytes,
+            max_image_pixels=self.max_image_pixels,
+            messages_per_s=self.messages_per_s,
+        )
+
+    @classmethod
+    def from_args(
+        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> ServerConfig:
+        parser = argparse.ArgumentParser(
+            prog="livegen serve", description="Serve a livegen pipeline over WebSocket."
+        )
+        add_arguments(parser, os.environ if environ is None else environ)
+        return cls(**vars(parser.parse_args(argv)))
+
+    def describe(self) -> str:
+        return "\n".join(f"  {f.name:<18} {getattr(self, f.name)}" for f in fields(self))
+
+
+def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    for f in fields(ServerConfig):
+        env_name = "LIVEGEN_" + f.name.upper()
+        kind = _value_type(f.default)
+        default = kind(environ[env_name]) if env_name in environ else f.default
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=kind,
+            default=default,
+            help=f"{f.metadata['help']} (env {env_name}, default {f.default})",
+        )
+
+
+def _value_type(default: Any) -> Any:
+    if default is MISSING or default is None:
+        return str
+    return type(default) if not isinstance(default, Path) else Path

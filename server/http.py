@@ -1,0 +1,80 @@
+"""Plain HTTP GET routes served on the WebSocket port.
+
+``/healthz`` (the process is up), ``/readyz`` (the pipeline is warm and the
+server is not draining), ``/metrics`` (Prometheus text) and the web client's
+files. Static files are read once at start, so no request touches the disk.
+"""
+
+from __future__ import annotations
+
+import http
+import mimetypes
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+from websockets.asyncio.server import ServerConnection
+
+WEBSOCKET_PATH = "/ws"
+
+
+def response(status: int, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-cache"),
+        ]
+    )
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+
+def load_static_files(root: Path) -> dict[str, tuple[bytes, str]]:
+    """Map URL path to (body, content type) for every file under ``root``."""
+    files: dict[str, tuple[bytes, str]] = {}
+    if not root.is_dir():
+        return files
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not any(part.startswith(".") for part in path.parts):
+            url = "/" + path.relative_to(root).as_posix()
+            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            if content_type.startswith("text/") or content_type == "application/javascript":
+                content_type += "; charset=utf-8"
+            files[url] = (path.read_bytes(), content_type)
+    if "/index.html" in files:
+        files["/"] = files["/index.html"]
+    return files
+
+
+class Routes:
+    def __init__(
+        self,
+        static_files: dict[str, tuple[bytes, str]],
+        is_ready: Callable[[], bool],
+        render_metrics: Callable[[], bytes],
+    ) -> None:
+        self._static = static_files
+        self._is_ready = is_ready
+        self._render_metrics = render_metrics
+
+    def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
+        """websockets' ``process_request`` hook: None lets a WebSocket handshake go on."""
+        path = urlsplit(request.path).path
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            if path == WEBSOCKET_PATH:
+                return None
+            return response(404, f"no WebSocket route {path}; use {WEBSOCKET_PATH}\n".encode(), "text/plain")
+        if path == "/healthz":
+            return response(200, b"ok\n", "text/plain")
+        if path == "/readyz":
+            if self._is_ready():
+                return response(200, b"ready\n", "text/plain")
+            return response(503, b"not ready\n", "text/plain")
+        if path == "/metrics":
+            return response(200, self._render_metrics(), "text/plain; version=0.0.4")
+        if path in self._static:
+            body, content_type = self._static[path]
+            return response(200, body, content_type)
+        return response(404, b"not found\n", "text/plain")

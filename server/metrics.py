@@ -1,0 +1,62 @@
+"""Prometheus metrics, served at ``/metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from stream.registry import SessionRegistry
+
+STAGES = ("queue", "decode", "infer", "encode", "total")
+# Seconds, from a passthrough frame on loopback to a slow diffusion step.
+_LATENCY_BUCKETS_S = (
+    0.0005, 0.001, 0.002, 0.004, 0.006, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)
+
+
+class Metrics:
+    def __init__(self, sessions: SessionRegistry) -> None:
+        self.registry = CollectorRegistry()
+        gauge = Gauge(
+            "livegen_sessions", "Sessions held, by state.", ["state"], registry=self.registry
+        )
+        gauge.labels("attached").set_function(
+            lambda: sum(s.expires_at is None for s in sessions)
+        )
+        gauge.labels("detached").set_function(
+            lambda: sum(s.expires_at is not None for s in sessions)
+        )
+        self.frames_in = Counter(
+            "livegen_frames_in", "Input frames received.", registry=self.registry
+        )
+        self.frames_out = Counter(
+            "livegen_frames_out", "Generated frames sent.", registry=self.registry
+        )
+        self.frames_dropped = Counter(
+            "livegen_frames_dropped",
+            "Frames replaced by a newer one before use: inputs before the pipeline, "
+            "outputs before a slow client read them.",
+            ["where"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "livegen_errors", "Error messages sent to clients, by code.", ["code"],
+            registry=self.registry,
+        )
+        self.stage_seconds = Histogram(
+            "livegen_stage_seconds",
+            "Per-frame latency by stage; total is receipt to send.",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "livegen_batch_size", "Requests per pipeline call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry,
+        )
+        for stage in STAGES:
+            self.stage_seconds.labels(stage)
+        for where in ("input", "output"):
+            self.frames_dropped.labels(where)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,216 @@
+"""The inference thread: the one place the pipeline runs.
+
+Each tick it takes the input of every session whose box is full, decodes the
+images on the codec threads, groups compatible requests into batches, runs each
+batch through the pipeline and encodes the outputs. Results leave through the
+``deliver`` callback, which the server points at its event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+
+from pipelines.base import FrameRequest, Pipeline
+from server.metrics import Metrics
+from stream.codec import pack
+from stream.errors import ErrorCode, InvalidParams, ProtocolError
+from stream.events import FrameIn
+from stream.images import CONTENT_TYPES, decode_image, encode_image
+from stream.limits import Limits
+from stream.messages import FrameOut
+from stream.scheduling import group_compatible
+from stream.session import Session
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class FrameResult:
+    """A packed ``frame.out`` message, ready to send."""
+
+    frame_id: int
+    data: bytes
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FrameFailed:
+    frame_id: int
+    error: ProtocolError
+
+
+Deliver = Callable[[Session, FrameResult | FrameFailed], None]
+
+
+@dataclass(slots=True)
+class _Job:
+    session: Session
+    frame: FrameIn
+    taken_at: float
+    image: np.ndarray | None = None
+    request: FrameRequest | None = None
+    output: np.ndarray | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def frame_id(self) -> int:
+        assert self.frame.id is not None
+        return self.frame.id
+
+
+class InferenceWorker:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        limits: Limits,
+        metrics: Metrics,
+        deliver: Deliver,
+        codec_threads: int,
+        max_batch: int,
+    ) -> None:
+        self._pipeline = pipeline
+        self._limits = limits
+        self._metrics = metrics
+        self._deliver = deliver
+        self._max_batch = max(1, min(max_batch, pipeline.max_batch_size))
+        self._codec = ThreadPoolExecutor(codec_threads, thread_name_prefix="livegen-codec")
+        self._cond = threading.Condition()
+        # Ordered set: sessions are served in the order their inputs arrived.
+        self._ready: dict[Session, None] = {}
+        self._busy = False
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="livegen-inference", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def notify(self, session: Session) -> None:
+        """``session`` has an input in its box. Called from the event loop."""
+        with self._cond:
+            self._ready[session] = None
+            self._cond.notify()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Block until no input is waiting or running; False if ``timeout_s`` passed first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._ready and not self._busy, timeout_s)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join()
+        self._codec.shutdown(wait=True)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._ready or self._stopping)
+                if self._stopping:
+                    return
+                sessions = list(self._ready)
+                self._ready.clear()
+                self._busy = True
+            try:
+                self._tick(sessions)
+            except Exception:  # a bug here must not kill the only inference thread
+                log.exception("inference tick failed")
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _tick(self, sessions: Sequence[Session]) -> None:
+        now = time.perf_counter()
+        jobs = []
+        for session in sessions:
+            frame = session.inbox.take()
+            if frame is not None:
+                jobs.append(_Job(session, frame, taken_at=now))
+                self._observe(jobs[-1], "queue", now - frame.received_at)
+        decoded = [job for job, ok in zip(jobs, self._map(self._decode, jobs), strict=True) if ok]
+        for job in decoded:
+            session = job.session
+            if session.pipeline_state is None:
+                session.pipeline_state = self._pipeline.new_state()
+            # Params are read now, not when the frame arrived: edits jump ahead of media.
+            job.request = FrameRequest(session.pipeline_state, session.params, job.image)
+        batches = group_compatible(
+            decoded, key=lambda job: self._pipeline.batch_key(job.request), max_batch=self._max_batch
+        )
+        for batch in batches:
+            if self._infer(batch):
+                self._map(self._encode, batch)
+
+    def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        # One item runs inline: a hop to the pool costs more than it saves.
+        if len(items) == 1:
+            return [fn(items[0])]
+        return list(self._codec.map(fn, items))
+
+    def _decode(self, job: _Job) -> bool:
+        start = time.perf_counter()
+        try:
+            image = decode_image(job.frame.image, self._limits.max_image_pixels)
+        except ProtocolError as error:
+            self._deliver(job.session, FrameFailed(job.frame_id, error))
+            return False
+        job.image = image
+        self._observe(job, "decode", time.perf_counter() - start)
+        return True
+
+    def _infer(self, batch: list[_Job]) -> bool:
+        start = time.perf_counter()
+        try:
+            outputs = self._pipeline([job.request for job in batch])  # type: ignore[misc]
+        except ValueError as exc:
+            self._fail(batch, InvalidParams(str(exc)))
+            return False
+        except Exception as exc:
+            log.exception("pipeline %s failed on a batch of %d", self._pipeline.name, len(batch))
+            self._fail(batch, ProtocolError(f"the pipeline failed: {exc}", code=ErrorCode.PIPELINE_FAILED))
+            return False
+        elapsed = time.perf_counter() - start
+        self._metrics.batch_size.observe(len(batch))
+        for job, output in zip(batch, outputs, strict=True):
+            job.output = output
+            self._observe(job, "infer", elapsed)
+        return True
+
+    def _fail(self, batch: list[_Job], error: ProtocolError) -> None:
+        for job in batch:
+            self._deliver(job.session, FrameFailed(job.frame_id, error))
+
+    def _encode(self, job: _Job) -> None:
+        assert job.request is not None and job.output is not None
+        start = time.perf_counter()
+        params = job.request.params
+        image = encode_image(job.output, params.output_format, params.quality)
+        self._observe(job, "encode", time.perf_counter() - start)
+        height, width = job.output.shape[:2]
+        message = FrameOut(
+            image=image,
+            content_type=CONTENT_TYPES[params.output_format],
+            id=job.frame_id,
+            width=width,
+            height=height,
+            timings=job.timings_ms,
+            dropped=job.session.inbox.dropped,
+        )
+        self._deliver(job.session, FrameResult(job.frame_id, pack(message), job.frame.received_at))
+
+    def _observe(self, job: _Job, stage: str, seconds: float) -> None:
+        job.timings_ms[stage] = round(seconds * 1000.0, 3)
+        self._metrics.stage_seconds.labels(stage).observe(seconds)

@@ -1,0 +1,51 @@
+"""Events the protocol object hands to its transport adapter.
+
+The adapter acts on them (find a session, queue a frame, ...); anything the peer
+must be told is already queued as bytes by the time an event comes out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from stream.errors import ProtocolError
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequested:
+    """The peer asked for a new session, or to resume ``session_id``."""
+
+    params: dict[str, Any]
+    session_id: str | None = None
+    resume_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParamsUpdated:
+    patch: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameIn:
+    """An input image, still encoded; ``received_at`` is on the caller's clock."""
+
+    image: bytes
+    id: int | None
+    patch: dict[str, Any]
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequested:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PeerErrored:
+    """The peer broke the protocol; an ``error`` message is already queued."""
+
+    error: ProtocolError
+
+
+Event = StartRequested | ParamsUpdated | FrameIn | CloseRequested | PeerErrored

@@ -1,0 +1,49 @@
+"""Protocol limits, and the token bucket that enforces the message rate.
+
+Limits are part of the protocol: the server sends them in ``session.started`` so
+a client knows them before it breaks one. Breaking one is a clear error, never a
+crash and never a silent drop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_message_bytes: int = 8 * MIB
+    max_image_pixels: int = 2048 * 2048
+    max_map_len: int = 32
+    max_array_len: int = 32
+    max_str_len: int = 4096
+    messages_per_s: float = 240.0
+    message_burst: int = 60
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TokenBucket:
+    """Allows ``rate_per_s`` events a second on average and ``burst`` at once.
+
+    The clock is the caller's: pass ``now`` in seconds from any monotonic source.
+    """
+
+    def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
+        self._rate_per_s = rate_per_s
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last = now
+
+    def take(self, now: float) -> bool:
+        elapsed = max(0.0, now - self._last)
+        self._last = now
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate_per_s)
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True

@@ -1,0 +1,121 @@
+"""The livegen message set: one dataclass per ``type`` tag.
+
+Every WebSocket message is one binary frame holding one msgpack map with a
+``type`` tag. The web client (``clients/web/``) mirrors these tags one for one.
+
+Client to server: ``session.start``, ``params.update``, ``frame``, ``session.close``.
+Server to client: ``session.started``, ``frame.out``, ``error``, ``session.closing``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from stream import PROTOCOL_VERSION
+
+
+class _Message:
+    TYPE: ClassVar[str]
+
+    def to_wire(self) -> dict[str, Any]:
+        """The msgpack map for this message; fields that are ``None`` are left out."""
+        wire: dict[str, Any] = {"type": self.TYPE}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value is not None:
+                wire[f.name] = value
+        return wire
+
+
+# Client to server.
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStart(_Message):
+    """Open a new session, or resume one with its id and resume token."""
+
+    TYPE: ClassVar[str] = "session.start"
+    protocol: int = PROTOCOL_VERSION
+    session_id: str | None = None
+    resume_token: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ParamsUpdate(_Message):
+    """Change some params; they apply to the next frame generated."""
+
+    TYPE: ClassVar[str] = "params.update"
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame(_Message):
+    """An input image (JPEG, WebP or PNG bytes), with optional params to apply first."""
+
+    TYPE: ClassVar[str] = "frame"
+    image: bytes
+    id: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClose(_Message):
+    """End the session now; its state is freed without a grace period."""
+
+    TYPE: ClassVar[str] = "session.close"
+
+
+ClientMessage = SessionStart | ParamsUpdate | Frame | SessionClose
+
+
+# Server to client.
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStarted(_Message):
+    TYPE: ClassVar[str] = "session.started"
+    session_id: str
+    resume_token: str
+    resumed: bool
+    pipeline: str
+    params: dict[str, Any]
+    limits: dict[str, Any]
+    protocol: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class FrameOut(_Message):
+    """A generated frame. ``id`` is the id of the input it answers."""
+
+    TYPE: ClassVar[str] = "frame.out"
+    image: bytes
+    content_type: str
+    id: int
+    width: int
+    height: int
+    timings: dict[str, float]
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
+class Error(_Message):
+    """Something the client sent was refused. ``fatal`` means a close follows."""
+
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    fatal: bool = False
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosing(_Message):
+    """The server is about to close this connection (``reason``: ``shutdown``)."""
+
+    TYPE: ClassVar[str] = "session.closing"
+    reason: str
+
+
+ServerMessage = SessionStarted | FrameOut | Error | SessionClosing

@@ -1,0 +1,119 @@
+"""The per-connection protocol object: bytes in, events and bytes out.
+
+One :class:`SessionProtocol` lives as long as one connection. The transport
+feeds every received message to :meth:`~SessionProtocol.receive` and sends
+whatever :meth:`~SessionProtocol.data_to_send` returns. Peer errors never raise
+out of ``receive``: they are queued as ``error`` messages and, when fatal, set
+:attr:`~SessionProtocol.close_code` for the transport to close with.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from stream import PROTOCOL_VERSION
+from stream.codec import decode_client_message, pack
+from stream.errors import (
+    CloseCode,
+    ErrorCode,
+    LimitExceeded,
+    MalformedMessage,
+    ProtocolError,
+    SessionError,
+    UnsupportedVersion,
+)
+from stream.events import (
+    CloseRequested,
+    Event,
+    FrameIn,
+    ParamsUpdated,
+    PeerErrored,
+    StartRequested,
+)
+from stream.limits import Limits, TokenBucket
+from stream.messages import (
+    ClientMessage,
+    Error,
+    Frame,
+    ParamsUpdate,
+    ServerMessage,
+    SessionClose,
+    SessionStart,
+    SessionStarted,
+)
+
+
+class ConnectionState(enum.Enum):
+    AWAITING_START = enum.auto()
+    OPEN = enum.auto()
+    CLOSED = enum.auto()
+
+
+class SessionProtocol:
+    def __init__(self, limits: Limits, now: float) -> None:
+        self.limits = limits
+        self.state = ConnectionState.AWAITING_START
+        self.close_code: CloseCode | None = None
+        self.close_reason = ""
+        self._rate = TokenBucket(limits.messages_per_s, limits.message_burst, now)
+        self._outgoing: list[bytes] = []
+
+    def receive(self, data: bytes | str, now: float) -> list[Event]:
+        """Parse one WebSocket message received at ``now``."""
+        if self.state is ConnectionState.CLOSED:
+            return []
+        try:
+            if isinstance(data, str):
+                raise MalformedMessage("text frames are not part of the protocol; send binary msgpack")
+            if not self._rate.take(now):
+                raise LimitExceeded(
+                    f"more than {self.limits.messages_per_s:g} messages a second; message dropped",
+                    code=ErrorCode.RATE_LIMITED,
+                )
+            return [self._event(decode_client_message(data, self.limits), now)]
+        except ProtocolError as error:
+            self.send_error(error)
+            return [PeerErrored(error)]
+
+    def _event(self, message: ClientMessage, now: float) -> Event:
+        if isinstance(message, SessionStart):
+            if self.state is ConnectionState.OPEN:
+                raise SessionError("this connection already has a session", code=ErrorCode.ALREADY_STARTED)
+            if message.protocol != PROTOCOL_VERSION:
+                raise UnsupportedVersion(
+                    f"protocol version {message.protocol} is not supported; this server speaks {PROTOCOL_VERSION}"
+                )
+            return StartRequested(message.params, message.session_id, message.resume_token)
+        if self.state is not ConnectionState.OPEN:
+            raise SessionError(f"send session.start before {message.TYPE}")
+        if isinstance(message, ParamsUpdate):
+            return ParamsUpdated(message.params)
+        if isinstance(message, Frame):
+            return FrameIn(message.image, message.id, message.params, now)
+        assert isinstance(message, SessionClose)
+        self.close(CloseCode.NORMAL, "session closed by the client")
+        return CloseRequested()
+
+    def accept(self, started: SessionStarted) -> None:
+        """The transport found or made the session: the connection is open."""
+        self.state = ConnectionState.OPEN
+        self.send(started)
+
+    def send(self, message: ServerMessage) -> None:
+        self._outgoing.append(pack(message))
+
+    def send_error(self, error: ProtocolError, frame_id: int | None = None) -> None:
+        """Tell the peer about ``error``; a fatal one also closes the connection."""
+        self.send(Error(code=error.code, message=str(error), fatal=error.fatal, id=frame_id))
+        if error.close_code is not None:
+            self.close(error.close_code, str(error))
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        self.state = ConnectionState.CLOSED
+        self.close_code = code
+        # A close reason must fit in a control frame (123 bytes of UTF-8).
+        self.close_reason = reason.encode()[:123].decode(errors="ignore")
+
+    def data_to_send(self) -> list[bytes]:
+        outgoing, self._outgoing = self._outgoing, []
+        return outgoing

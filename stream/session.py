@@ -1,0 +1,49 @@
+"""A session: everything a client has built up that is not a tensor.
+
+A session outlives its connection. It keeps its params, its input box and its
+counters while detached, so a client that reconnects within the grace period
+resumes warm. Tensor state belongs to the pipeline and hangs off
+``pipeline_state`` as an opaque object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from stream.events import FrameIn
+from stream.inbox import LatestBox
+from stream.params import Params
+
+
+@dataclass(eq=False)
+class Session:
+    id: str
+    resume_token: str
+    params: Params = field(default_factory=Params)
+    inbox: LatestBox[FrameIn] = field(default_factory=LatestBox)
+    # The latest input, kept so a params edit can regenerate from it.
+    last_input: FrameIn | None = None
+    pipeline_state: Any = None
+    # Monotonic deadline while detached; None while a connection holds the session.
+    expires_at: float | None = None
+    frames_in: int = 0
+    frames_out: int = 0
+
+    def offer(self, frame: FrameIn) -> bool:
+        """Queue ``frame`` for the pipeline; returns True when an older one was dropped.
+
+        A frame without a client id gets the session's input sequence number.
+        """
+        self.frames_in += 1
+        if frame.id is None:
+            frame = replace(frame, id=self.frames_in)
+        self.last_input = frame
+        return self.inbox.put(frame)
+
+    def rerun(self) -> bool:
+        """Queue the latest input again (after a params edit); False if there is none."""
+        if self.last_input is None or self.inbox:
+            return False
+        self.inbox.put(self.last_input)
+        return True
