@@ -69,7 +69,7 @@ class Pipeline(abc.ABC):
         """Per-session state (caches); None when the pipeline keeps none."""
         return None
 
-    def check_params(self, params: Params) -> None:
+    def check_params(self, params: Params) -> None:  # noqa: B027 - accepting all is a default
         """Raise ``ValueError`` naming the problem if this pipeline cannot serve ``params``."""
 
     def batch_key(self, request: FrameRequest) -> Hashable:

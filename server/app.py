@@ -104,7 +104,7 @@ class LivegenServer:
 
     async def _expire_sessions(self) -> None:
         while True:
-            await asyncio.sleep(EXPIRY_INTERVAL_S)
+            await asyncio.sleep(min(EXPIRY_INTERVAL_S, self.config.session_grace_s / 2))
             for session in self.sessions.expire(time.perf_counter()):
                 self._free(session)
 
@@ -200,7 +200,9 @@ class LivegenServer:
         if self.ready.is_set() and not await asyncio.to_thread(
             self.worker.wait_idle, self.config.drain_timeout_s
         ):
-            log.warning("drain timed out after %.1f s with frames in flight", self.config.drain_timeout_s)
+            log.warning(
+                "drain timed out after %.1f s with frames in flight", self.config.drain_timeout_s
+            )
         for connection in list(self.connections):
             connection.close(CloseCode.GOING_AWAY, "server shutting down")
         await self._listener.wait_closed()

@@ -19,7 +19,9 @@ log = logging.getLogger("livegen")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="livegen", description="Real-time generative media server.")
+    parser = argparse.ArgumentParser(
+        prog="livegen", description="Real-time generative media server."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="serve a pipeline over WebSocket and HTTP")
     add_arguments(serve_parser, os.environ)

@@ -34,13 +34,17 @@ class ServerConfig:
     max_sessions: int = _option("sessions held at once, attached or in their grace period", 64)
     session_grace_s: float = _option("how long a disconnected session is kept for resume", 30.0)
     max_batch: int = _option("most requests the pipeline runs in one call", 8)
-    codec_threads: int = _option(
-        "threads for image decode and encode", min(4, os.cpu_count() or 1)
-    )
+    codec_threads: int = _option("threads for image decode and encode", min(4, os.cpu_count() or 1))
     drain_timeout_s: float = _option("on SIGTERM, how long to wait for in-flight frames", 10.0)
-    max_message_bytes: int = _option("largest WebSocket message accepted", _DEFAULT_LIMITS.max_message_bytes)
-    max_image_pixels: int = _option("largest input image, in pixels", _DEFAULT_LIMITS.max_image_pixels)
-    messages_per_s: float = _option("sustained messages a second per connection", _DEFAULT_LIMITS.messages_per_s)
+    max_message_bytes: int = _option(
+        "largest WebSocket message accepted", _DEFAULT_LIMITS.max_message_bytes
+    )
+    max_image_pixels: int = _option(
+        "largest input image, in pixels", _DEFAULT_LIMITS.max_image_pixels
+    )
+    messages_per_s: float = _option(
+        "sustained messages a second per connection", _DEFAULT_LIMITS.messages_per_s
+    )
     web_root: Path = _option("folder served at /", DEFAULT_WEB_ROOT)
     log_level: str = _option("debug, info, warning or error", "info")
 

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
-from websockets.asyncio.server import ServerConnection
 
 WEBSOCKET_PATH = "/ws"
 
@@ -65,7 +65,9 @@ class Routes:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             if path == WEBSOCKET_PATH:
                 return None
-            return response(404, f"no WebSocket route {path}; use {WEBSOCKET_PATH}\n".encode(), "text/plain")
+            return response(
+                404, f"no WebSocket route {path}; use {WEBSOCKET_PATH}\n".encode(), "text/plain"
+            )
         if path == "/healthz":
             return response(200, b"ok\n", "text/plain")
         if path == "/readyz":

@@ -9,7 +9,20 @@ from stream.registry import SessionRegistry
 STAGES = ("queue", "decode", "infer", "encode", "total")
 # Seconds, from a passthrough frame on loopback to a slow diffusion step.
 _LATENCY_BUCKETS_S = (
-    0.0005, 0.001, 0.002, 0.004, 0.006, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    0.0005,
+    0.001,
+    0.002,
+    0.004,
+    0.006,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
 )
 
 
@@ -19,9 +32,7 @@ class Metrics:
         gauge = Gauge(
             "livegen_sessions", "Sessions held, by state.", ["state"], registry=self.registry
         )
-        gauge.labels("attached").set_function(
-            lambda: sum(s.expires_at is None for s in sessions)
-        )
+        gauge.labels("attached").set_function(lambda: sum(s.expires_at is None for s in sessions))
         gauge.labels("detached").set_function(
             lambda: sum(s.expires_at is not None for s in sessions)
         )
@@ -39,7 +50,9 @@ class Metrics:
             registry=self.registry,
         )
         self.errors = Counter(
-            "livegen_errors", "Error messages sent to clients, by code.", ["code"],
+            "livegen_errors",
+            "Error messages sent to clients, by code.",
+            ["code"],
             registry=self.registry,
         )
         self.stage_seconds = Histogram(
@@ -50,8 +63,10 @@ class Metrics:
             registry=self.registry,
         )
         self.batch_size = Histogram(
-            "livegen_batch_size", "Requests per pipeline call.",
-            buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry,
+            "livegen_batch_size",
+            "Requests per pipeline call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage)

@@ -55,17 +55,15 @@ Deliver = Callable[[Session, FrameResult | FrameFailed], None]
 
 @dataclass(slots=True)
 class _Job:
+    """One session's input on its way through a tick."""
+
     session: Session
     frame: FrameIn
-    taken_at: float
-    image: np.ndarray | None = None
-    request: FrameRequest | None = None
-    output: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def frame_id(self) -> int:
-        assert self.frame.id is not None
+        assert self.frame.id is not None  # Session.offer numbers every frame
         return self.frame.id
 
 
@@ -134,25 +132,28 @@ class InferenceWorker:
 
     def _tick(self, sessions: Sequence[Session]) -> None:
         now = time.perf_counter()
-        jobs = []
-        for session in sessions:
-            frame = session.inbox.take()
-            if frame is not None:
-                jobs.append(_Job(session, frame, taken_at=now))
-                self._observe(jobs[-1], "queue", now - frame.received_at)
-        decoded = [job for job, ok in zip(jobs, self._map(self._decode, jobs), strict=True) if ok]
-        for job in decoded:
+        jobs = [_Job(s, frame) for s in sessions if (frame := s.inbox.take()) is not None]
+        for job in jobs:
+            self._observe(job, "queue", now - job.frame.received_at)
+        ready: list[tuple[_Job, FrameRequest]] = []
+        for job, image in zip(jobs, self._map(self._decode, jobs), strict=True):
+            if image is None:
+                continue
             session = job.session
             if session.pipeline_state is None:
                 session.pipeline_state = self._pipeline.new_state()
             # Params are read now, not when the frame arrived: edits jump ahead of media.
-            job.request = FrameRequest(session.pipeline_state, session.params, job.image)
+            ready.append((job, FrameRequest(session.pipeline_state, session.params, image)))
         batches = group_compatible(
-            decoded, key=lambda job: self._pipeline.batch_key(job.request), max_batch=self._max_batch
+            ready, key=lambda item: self._pipeline.batch_key(item[1]), max_batch=self._max_batch
         )
         for batch in batches:
-            if self._infer(batch):
-                self._map(self._encode, batch)
+            outputs = self._infer(batch)
+            if outputs is not None:
+                self._map(
+                    self._encode,
+                    [(*item, output) for item, output in zip(batch, outputs, strict=True)],
+                )
 
     def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         # One item runs inline: a hop to the pool costs more than it saves.
@@ -160,46 +161,47 @@ class InferenceWorker:
             return [fn(items[0])]
         return list(self._codec.map(fn, items))
 
-    def _decode(self, job: _Job) -> bool:
+    def _decode(self, job: _Job) -> np.ndarray | None:
         start = time.perf_counter()
         try:
             image = decode_image(job.frame.image, self._limits.max_image_pixels)
         except ProtocolError as error:
             self._deliver(job.session, FrameFailed(job.frame_id, error))
-            return False
-        job.image = image
+            return None
         self._observe(job, "decode", time.perf_counter() - start)
-        return True
+        return image
 
-    def _infer(self, batch: list[_Job]) -> bool:
+    def _infer(self, batch: list[tuple[_Job, FrameRequest]]) -> list[np.ndarray] | None:
         start = time.perf_counter()
         try:
-            outputs = self._pipeline([job.request for job in batch])  # type: ignore[misc]
+            outputs = self._pipeline([request for _, request in batch])
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"{len(outputs)} outputs for {len(batch)} requests")
         except ValueError as exc:
             self._fail(batch, InvalidParams(str(exc)))
-            return False
+            return None
         except Exception as exc:
             log.exception("pipeline %s failed on a batch of %d", self._pipeline.name, len(batch))
-            self._fail(batch, ProtocolError(f"the pipeline failed: {exc}", code=ErrorCode.PIPELINE_FAILED))
-            return False
+            failure = ProtocolError(f"the pipeline failed: {exc}", code=ErrorCode.PIPELINE_FAILED)
+            self._fail(batch, failure)
+            return None
         elapsed = time.perf_counter() - start
         self._metrics.batch_size.observe(len(batch))
-        for job, output in zip(batch, outputs, strict=True):
-            job.output = output
+        for job, _ in batch:
             self._observe(job, "infer", elapsed)
-        return True
+        return outputs
 
-    def _fail(self, batch: list[_Job], error: ProtocolError) -> None:
-        for job in batch:
+    def _fail(self, batch: list[tuple[_Job, FrameRequest]], error: ProtocolError) -> None:
+        for job, _ in batch:
             self._deliver(job.session, FrameFailed(job.frame_id, error))
 
-    def _encode(self, job: _Job) -> None:
-        assert job.request is not None and job.output is not None
+    def _encode(self, item: tuple[_Job, FrameRequest, np.ndarray]) -> None:
+        job, request, output = item
         start = time.perf_counter()
-        params = job.request.params
-        image = encode_image(job.output, params.output_format, params.quality)
+        params = request.params
+        image = encode_image(output, params.output_format, params.quality)
         self._observe(job, "encode", time.perf_counter() - start)
-        height, width = job.output.shape[:2]
+        height, width = output.shape[:2]
         message = FrameOut(
             image=image,
             content_type=CONTENT_TYPES[params.output_format],

@@ -173,9 +173,10 @@ def decode_server_message(data: bytes) -> ServerMessage:
         raise MalformedMessage(f"server message is not valid msgpack: {exc}") from None
     if not isinstance(wire, dict):
         raise MalformedMessage(f"server message must be a map, got {type(wire).__name__}")
-    cls = _SERVER_TYPES.get(wire.get("type"))  # type: ignore[arg-type]
+    kind = wire.get("type")
+    cls = _SERVER_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise UnknownMessageType(f"unknown server message type {wire.get('type')!r}")
+        raise UnknownMessageType(f"unknown server message type {kind!r}")
     names = {f.name for f in fields(cls)}
     try:
         return cls(**{name: value for name, value in wire.items() if name in names})

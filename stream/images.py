@@ -38,7 +38,10 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
                 f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
             )
         pixels = np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        # PIL refuses images far over its own limit before we can count their pixels.
+        raise ImageTooLarge(f"image is over the pixel limit of {max_pixels}: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"image does not decode: {exc}") from None
     return pixels
 

@@ -1,0 +1,62 @@
+"""``livegen-client IMAGE``: send one image to a livegen server and save the result."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from livegen_client.client import LivegenClient, ServerError
+
+EXTENSIONS = {"image/jpeg": ".jpg", "image/webp": ".webp", "image/png": ".png"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="livegen-client", description="Send an image to livegen and save what comes back."
+    )
+    parser.add_argument("image", type=Path, help="JPEG, PNG or WebP file to send")
+    parser.add_argument("--url", default="ws://127.0.0.1:8000/ws", help="server WebSocket URL")
+    parser.add_argument(
+        "--out", type=Path, help="where to save the result (default: IMAGE.out.EXT)"
+    )
+    parser.add_argument("--prompt")
+    parser.add_argument("--strength", type=float)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--format", dest="output_format", choices=("jpeg", "webp", "png"))
+    args = parser.parse_args(argv)
+    params = {
+        name: getattr(args, name)
+        for name in ("prompt", "strength", "steps", "seed", "output_format")
+        if getattr(args, name) is not None
+    }
+    try:
+        out = asyncio.run(send_image(args.url, args.image, args.out, params))
+    except ServerError as exc:
+        print(f"livegen-client: the server refused the request: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"livegen-client: {exc}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+async def send_image(url: str, image: Path, out: Path | None, params: dict[str, Any]) -> Path:
+    data = await asyncio.to_thread(image.read_bytes)
+    async with await LivegenClient.connect(url, params=params) as client:
+        await client.send_frame(data)
+        frame = await client.next_frame()
+    out = out or image.with_suffix(".out" + EXTENSIONS[frame.content_type])
+    await asyncio.to_thread(out.write_bytes, frame.image)
+    timings = ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in frame.timings.items())
+    print(f"{frame.width}x{frame.height} {frame.content_type} ({timings})", file=sys.stderr)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Helpers for tests: test frames, server addresses, and pipelines a test can steer."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pipelines.base import FrameRequest, PipelineOptions
+from pipelines.passthrough import PassthroughPipeline
+from server.app import LivegenServer
+
+# Bound on every wait in a test: nothing on loopback should take this long.
+WAIT_S = 10.0
+
+
+def make_pixels(width: int, height: int, seed: int) -> np.ndarray:
+    """A frame with structure (gradients and a block), different for every seed."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = rng.integers(0, 56, size=3)
+    pixels = np.stack(
+        [
+            base[0] + x * 199 // max(1, width - 1),
+            base[1] + y * 199 // max(1, height - 1),
+            np.full_like(x, base[2] * 4),
+        ],
+        axis=-1,
+    ).astype(np.uint8)
+    top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+    pixels[top : top + height // 4, left : left + width // 4] = rng.integers(0, 256, size=3)
+    return pixels
+
+
+def encode(pixels: np.ndarray, image_format: str = "JPEG", **options: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Wait for server-side state that has no event of its own, at most ``WAIT_S``."""
+    async with asyncio.timeout(WAIT_S):
+        while not condition():  # noqa: ASYNC110 - there is no event to wait on
+            await asyncio.sleep(0.01)
+
+
+def ws_url(server: LivegenServer) -> str:
+    return f"ws://127.0.0.1:{server.port}/ws"
+
+
+def http_url(server: LivegenServer, path: str) -> str:
+    return f"http://127.0.0.1:{server.port}{path}"
+
+
+class GatedPipeline(PassthroughPipeline):
+    """Passthrough that holds every batch until the test opens the gate.
+
+    ``entered`` is set when a batch reaches the pipeline, so a test knows the
+    inference thread is busy before it sends more frames.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(PipelineOptions(device="cpu"))
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.batches: list[int] = []
+
+    def warmup(self) -> None:
+        """Nothing to warm; the gate is for the frames of the test."""
+
+    def __call__(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
+        self.batches.append(len(requests))
+        self.entered.set()
+        if not self.gate.wait(WAIT_S):
+            raise TimeoutError("the test never opened the gate")
+        return super().__call__(requests)
+
+
+class FailingPipeline(PassthroughPipeline):
+    """Passthrough that breaks on the prompt ``explode`` and refuses ``forbidden``."""
+
+    def __init__(self) -> None:
+        super().__init__(PipelineOptions(device="cpu"))
+
+    def check_params(self, params: Any) -> None:
+        if params.prompt == "forbidden":
+            raise ValueError("this pipeline refuses the prompt 'forbidden'")
+
+    def __call__(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
+        if any(request.params.prompt == "explode" for request in requests):
+            raise RuntimeError("boom")
+        return super().__call__(requests)

@@ -1,0 +1,89 @@
+"""HTTP routes on the WebSocket port: health, readiness, metrics, the web client."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+from livegen_client import LivegenClient
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from pipelines.base import PipelineOptions
+from pipelines.passthrough import PassthroughPipeline
+from server.app import LivegenServer
+from server.config import ServerConfig
+from tests.helpers import WAIT_S, http_url, ws_url
+
+
+async def get(url: str) -> tuple[int, str, bytes]:
+    def fetch() -> tuple[int, str, bytes]:
+        try:
+            with urllib.request.urlopen(url, timeout=WAIT_S) as response:
+                return response.status, response.headers["Content-Type"], response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers["Content-Type"], error.read()
+
+    return await asyncio.to_thread(fetch)
+
+
+class SlowWarmup(PassthroughPipeline):
+    def __init__(self) -> None:
+        super().__init__(PipelineOptions(device="cpu"))
+        self.release = threading.Event()
+
+    def warmup(self) -> None:
+        self.release.wait(WAIT_S)
+
+
+async def test_readyz_turns_ready_only_after_warmup_while_healthz_answers_at_once():
+    pipeline = SlowWarmup()
+    server = LivegenServer(ServerConfig(host="127.0.0.1", port=0), pipeline)
+    await server.start()
+    health_before = await get(http_url(server, "/healthz"))
+    ready_before = await get(http_url(server, "/readyz"))
+    pipeline.release.set()
+    await asyncio.wait_for(server.ready.wait(), WAIT_S)
+    ready_after = await get(http_url(server, "/readyz"))
+    await server.drain()
+
+    assert health_before[0] == 200
+    assert ready_before[0] == 503
+    assert ready_after[0] == 200
+
+
+async def test_metrics_count_frames_and_stage_latencies(start_server, jpeg):
+    server = await start_server()
+    async with await LivegenClient.connect(ws_url(server)) as client:
+        for seed in range(3):
+            await client.send_frame(jpeg(seed=seed))
+            await asyncio.wait_for(client.next_frame(), WAIT_S)
+        status, content_type, body = await get(http_url(server, "/metrics"))
+    text = body.decode()
+
+    assert status == 200 and content_type.startswith("text/plain")
+    assert "livegen_frames_in_total 3.0" in text
+    assert "livegen_frames_out_total 3.0" in text
+    assert 'livegen_sessions{state="attached"} 1.0' in text
+    for stage in ("queue", "decode", "infer", "encode", "total"):
+        assert f'livegen_stage_seconds_count{{stage="{stage}"}} 3.0' in text
+
+
+async def test_root_serves_the_web_client(start_server):
+    server = await start_server()
+    status, content_type, body = await get(http_url(server, "/"))
+    missing = await get(http_url(server, "/nope.js"))
+
+    assert status == 200 and content_type.startswith("text/html")
+    assert b"livegen" in body
+    assert missing[0] == 404
+
+
+async def test_websocket_on_an_unknown_path_is_refused(start_server):
+    server = await start_server()
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(f"ws://127.0.0.1:{server.port}/elsewhere")
+    assert refused.value.response.status_code == 404

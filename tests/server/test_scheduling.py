@@ -1,0 +1,76 @@
+"""The inference thread: latest-wins under a slow pipeline, batching, failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+from livegen_client import LivegenClient, ServerError
+
+from stream.errors import ErrorCode
+from tests.helpers import WAIT_S, FailingPipeline, GatedPipeline, wait_until, ws_url
+
+
+async def test_a_slow_pipeline_drops_stale_inputs_and_answers_the_newest(start_server, jpeg):
+    pipeline = GatedPipeline()
+    server = await start_server(pipeline)
+    async with await LivegenClient.connect(ws_url(server)) as client:
+        await client.send_frame(jpeg(seed=0), frame_id=0)
+        assert await asyncio.to_thread(pipeline.entered.wait, WAIT_S)
+        for frame_id in range(1, 10):
+            await client.send_frame(jpeg(seed=frame_id), frame_id=frame_id)
+        await wait_until(lambda: server.metrics.frames_dropped.labels("input")._value.get() == 8)
+        pipeline.gate.set()
+        received = [await asyncio.wait_for(client.next_frame(), WAIT_S)]
+        while received[-1].id != 9:
+            received.append(await asyncio.wait_for(client.next_frame(), WAIT_S))
+
+    assert pipeline.batches == [1, 1]  # frame 0, then straight to frame 9
+    # The output of frame 0 may itself be replaced by 9's if both are ready before a send.
+    assert [frame.id for frame in received] in ([0, 9], [9])
+    assert received[-1].dropped == 8
+
+
+async def test_ready_sessions_share_one_batched_pipeline_call(start_server, jpeg):
+    pipeline = GatedPipeline()
+    server = await start_server(pipeline)
+    clients = [await LivegenClient.connect(ws_url(server)) for _ in range(4)]
+    await clients[0].send_frame(jpeg(seed=0))
+    assert await asyncio.to_thread(pipeline.entered.wait, WAIT_S)
+    for client in clients[1:]:
+        await client.send_frame(jpeg(seed=1))
+    await wait_until(lambda: sum(bool(s.inbox) for s in server.sessions) == 3)
+    pipeline.gate.set()
+    frames = [await asyncio.wait_for(client.next_frame(), WAIT_S) for client in clients]
+    for client in clients:
+        await client.close()
+
+    assert pipeline.batches == [1, 3]
+    assert [frame.id for frame in frames] == [1, 1, 1, 1]
+
+
+async def test_a_failing_batch_reports_to_its_sessions_and_the_server_goes_on(start_server, jpeg):
+    server = await start_server(FailingPipeline())
+    async with await LivegenClient.connect(ws_url(server), params={"prompt": "explode"}) as client:
+        await client.send_frame(jpeg(seed=0), frame_id=5)
+        try:
+            await asyncio.wait_for(client.next_frame(), WAIT_S)
+        except ServerError as error:
+            failure = error
+        await client.update_params(prompt="calm")
+        await client.send_frame(jpeg(seed=0), frame_id=6)
+        recovered = await asyncio.wait_for(client.next_frame(), WAIT_S)
+
+    assert failure.code == ErrorCode.PIPELINE_FAILED and failure.frame_id == 5
+    assert "boom" in str(failure)
+    assert recovered.id == 6
+
+
+async def test_params_the_pipeline_refuses_are_an_error_and_keep_the_old_params(start_server, jpeg):
+    server = await start_server(FailingPipeline())
+    async with await LivegenClient.connect(ws_url(server), params={"prompt": "fine"}) as client:
+        await client.update_params(prompt="forbidden")
+        refusal = await asyncio.wait_for(client.recv(), WAIT_S)
+        session = server.attached[client.session_id].session
+
+    assert refusal.code == ErrorCode.INVALID_PARAMS and "forbidden" in refusal.message
+    assert session.params.prompt == "fine"

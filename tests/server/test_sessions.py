@@ -1,0 +1,96 @@
+"""Sessions outlive their socket: resume, take-over, expiry and explicit close."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from livegen_client import LivegenClient, ServerError
+from websockets.exceptions import ConnectionClosed
+
+from stream.errors import CloseCode, ErrorCode
+from tests.helpers import WAIT_S, wait_until, ws_url
+
+
+async def test_reconnect_resumes_the_session_with_its_params(start_server, jpeg):
+    server = await start_server()
+    first = await LivegenClient.connect(ws_url(server), params={"prompt": "a red fox"})
+    await first.send_frame(jpeg(seed=1))
+    await asyncio.wait_for(first.next_frame(), WAIT_S)
+    await first.websocket.close()  # the network drops; the session is not ended
+    await wait_until(lambda: not server.attached)
+
+    resumed = await first.reconnect()
+    await resumed.send_frame(jpeg(seed=2))
+    frame = await asyncio.wait_for(resumed.next_frame(), WAIT_S)
+    await resumed.close()
+
+    assert resumed.session_id == first.session_id and resumed.started.resumed
+    assert resumed.started.params["prompt"] == "a red fox"
+    assert frame.id == 2  # the input sequence carried on across connections
+
+
+async def test_resume_with_a_wrong_token_is_refused_and_the_connection_can_start_anew(
+    start_server,
+):
+    server = await start_server()
+    client = await LivegenClient.connect(ws_url(server))
+    await client.close(end_session=False)
+
+    with pytest.raises(ServerError) as refused:
+        await LivegenClient.connect(ws_url(server), resume=(client.session_id, "not-the-token"))
+    fresh = await LivegenClient.connect(ws_url(server))
+    await fresh.close()
+
+    assert refused.value.code == ErrorCode.SESSION_NOT_FOUND and not refused.value.fatal
+    assert fresh.session_id != client.session_id
+
+
+async def test_resume_on_a_second_connection_takes_the_session_over(start_server, jpeg):
+    server = await start_server()
+    first = await LivegenClient.connect(ws_url(server))
+    second = await LivegenClient.connect(
+        ws_url(server), resume=(first.session_id, first.resume_token)
+    )
+
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(first.recv(), WAIT_S)
+    await second.send_frame(jpeg(seed=1))
+    frame = await asyncio.wait_for(second.next_frame(), WAIT_S)
+    await second.close()
+
+    assert closed.value.rcvd.code == CloseCode.SESSION_TAKEN_OVER
+    assert frame.id == 1
+
+
+async def test_a_detached_session_expires_after_the_grace_period(start_server):
+    server = await start_server(session_grace_s=0.2)
+    client = await LivegenClient.connect(ws_url(server))
+    await client.close(end_session=False)
+    await wait_until(lambda: len(server.sessions) == 0)
+
+    with pytest.raises(ServerError) as refused:
+        await LivegenClient.connect(ws_url(server), resume=(client.session_id, client.resume_token))
+    assert refused.value.code == ErrorCode.SESSION_NOT_FOUND
+
+
+async def test_session_close_frees_the_session_at_once(start_server):
+    server = await start_server(session_grace_s=60)
+    client = await LivegenClient.connect(ws_url(server))
+    await client.close()  # sends session.close
+    await wait_until(lambda: len(server.sessions) == 0)
+
+    with pytest.raises(ServerError):
+        await LivegenClient.connect(ws_url(server), resume=(client.session_id, client.resume_token))
+
+
+async def test_sessions_over_the_maximum_are_refused_with_try_again_later(start_server):
+    server = await start_server(max_sessions=2)
+    held = [await LivegenClient.connect(ws_url(server)) for _ in range(2)]
+
+    with pytest.raises(ServerError) as refused:
+        await LivegenClient.connect(ws_url(server))
+    for client in held:
+        await client.close()
+
+    assert refused.value.code == ErrorCode.SERVER_BUSY and refused.value.fatal

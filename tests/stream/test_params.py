@@ -1,0 +1,90 @@
+"""Params and parse_params_patch: every field's type and generic range is checked."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from stream.errors import ErrorCode, InvalidParams
+from stream.params import MAX_SEED, Params, parse_params_patch
+
+
+def test_valid_patch_comes_back_with_ints_for_floats_made_floats() -> None:
+    patch = {
+        "prompt": "a cat",
+        "negative_prompt": "",
+        "seed": MAX_SEED,
+        "steps": 50,
+        "strength": 1,
+        "guidance_scale": 7.5,
+        "width": 64,
+        "height": 2048,
+        "output_format": "webp",
+        "quality": 1,
+    }
+    checked = parse_params_patch(patch)
+    assert checked == patch
+    assert type(checked["strength"]) is float
+
+
+def test_empty_patch_is_valid() -> None:
+    assert parse_params_patch({}) == {}
+
+
+def test_updated_applies_a_patch_and_leaves_the_original_alone() -> None:
+    params = Params()
+    changed = params.updated({"prompt": "a dog", "steps": 2})
+    assert (changed.prompt, changed.steps, changed.seed) == ("a dog", 2, 0)
+    assert params == Params()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.steps = 3  # type: ignore[misc]
+
+
+def test_to_wire_lists_every_param() -> None:
+    assert Params(seed=5).to_wire() == {
+        "prompt": "",
+        "negative_prompt": "",
+        "seed": 5,
+        "steps": 1,
+        "strength": 0.5,
+        "guidance_scale": 0.0,
+        "width": 512,
+        "height": 512,
+        "output_format": "jpeg",
+        "quality": 85,
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "mention"),
+    [
+        ([("steps", 2)], "params must be a map, got list"),
+        ({"sampler": "euler"}, "unknown param 'sampler'; known params: prompt, "),
+        ({b"steps": 2}, "unknown param b'steps'"),
+        ({"prompt": 3}, "param 'prompt' must be str, got int"),
+        ({"steps": 2.0}, "param 'steps' must be int, got float"),
+        ({"steps": True}, "param 'steps' must be int, got bool"),
+        ({"strength": False}, "param 'strength' must be float, got bool"),
+        ({"strength": "0.5"}, "param 'strength' must be float, got str"),
+        ({"strength": float("nan")}, "param 'strength' must be finite, got nan"),
+        ({"guidance_scale": float("inf")}, "param 'guidance_scale' must be finite, got inf"),
+        ({"output_format": "gif"}, "param 'output_format' must be one of jpeg, webp, png"),
+        ({"output_format": 1}, "param 'output_format' must be str, got int"),
+        ({"seed": -1}, "param 'seed' must be in [0, 4294967295], got -1"),
+        ({"seed": MAX_SEED + 1}, "param 'seed' must be in"),
+        ({"steps": 0}, "param 'steps' must be in [1, 50], got 0"),
+        ({"steps": 51}, "param 'steps' must be in [1, 50], got 51"),
+        ({"strength": 1.5}, "param 'strength' must be in [0.0, 1.0], got 1.5"),
+        ({"quality": 101}, "param 'quality' must be in [1, 100], got 101"),
+        ({"width": 56}, "param 'width' must be in [64, 2048], got 56"),
+        ({"height": 100}, "param 'height' must be a multiple of 8, got 100"),
+        ({"prompt": "ok", "steps": 0}, "'steps'"),
+    ],
+)
+def test_bad_params_are_refused_naming_the_field(raw: object, mention: str) -> None:
+    with pytest.raises(InvalidParams) as caught:
+        parse_params_patch(raw)
+    assert caught.value.code == ErrorCode.INVALID_PARAMS
+    assert not caught.value.fatal
+    assert mention in str(caught.value)

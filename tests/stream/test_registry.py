@@ -1,0 +1,108 @@
+"""SessionRegistry: create, resume with the token, keep detached sessions for a grace period."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from stream.errors import CloseCode, ErrorCode, ServerBusy, SessionNotFound
+from stream.params import Params
+from stream.registry import SessionRegistry
+from stream.session import Session
+
+
+def test_create_makes_distinct_sessions_with_the_given_params() -> None:
+    registry = SessionRegistry(grace_s=30.0, max_sessions=4)
+    first, second = registry.create(Params(seed=1)), registry.create(Params())
+    assert first.params == Params(seed=1)
+    assert first.id != second.id and first.resume_token != second.resume_token
+    assert len(first.resume_token) >= 32
+    assert len(registry) == 2
+    assert list(registry) == [first, second]
+
+
+def test_create_beyond_max_sessions_is_refused_with_server_busy() -> None:
+    registry = SessionRegistry(grace_s=30.0, max_sessions=1)
+    registry.create(Params())
+    with pytest.raises(ServerBusy, match="maximum of 1 sessions") as caught:
+        registry.create(Params())
+    assert caught.value.code == ErrorCode.SERVER_BUSY
+    assert caught.value.close_code == CloseCode.TRY_AGAIN_LATER
+    assert len(registry) == 1
+
+
+def test_resume_with_the_right_token_returns_the_session_attached() -> None:
+    registry = SessionRegistry(grace_s=30.0, max_sessions=4)
+    session = registry.create(Params())
+    registry.detach(session, now=100.0)
+    assert session.expires_at == 130.0
+    assert registry.resume(session.id, session.resume_token) is session
+    assert session.expires_at is None
+    assert registry.expire(now=1000.0) == []
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        lambda session: ("unknown", session.resume_token),
+        lambda session: (session.id, "wrong"),
+        lambda session: (session.id, ""),
+        lambda session: (session.id, session.resume_token[:-1]),
+    ],
+    ids=["unknown id", "wrong token", "empty token", "token prefix"],
+)
+def test_resume_with_an_unknown_id_or_a_wrong_token_is_refused_alike(
+    credentials: Callable[[Session], tuple[str, str]],
+) -> None:
+    registry = SessionRegistry(grace_s=30.0, max_sessions=4)
+    session = registry.create(Params())
+    registry.detach(session, now=0.0)
+    session_id, token = credentials(session)
+    with pytest.raises(SessionNotFound) as caught:
+        registry.resume(session_id, token)
+    assert caught.value.code == ErrorCode.SESSION_NOT_FOUND
+    assert not caught.value.fatal
+    assert f"no session {session_id!r} to resume" in str(caught.value)
+    assert session.expires_at == 30.0
+
+
+def test_expire_removes_only_detached_sessions_whose_grace_has_passed() -> None:
+    registry = SessionRegistry(grace_s=10.0, max_sessions=4)
+    attached, early, late = (registry.create(Params()) for _ in range(3))
+    registry.detach(early, now=0.0)
+    registry.detach(late, now=5.0)
+    assert registry.expire(now=9.9) == []
+    assert registry.expire(now=10.0) == [early]
+    assert list(registry) == [attached, late]
+    assert registry.expire(now=100.0) == [late]
+    assert list(registry) == [attached]
+
+
+def test_an_expired_session_cannot_be_resumed() -> None:
+    registry = SessionRegistry(grace_s=10.0, max_sessions=4)
+    session = registry.create(Params())
+    registry.detach(session, now=0.0)
+    registry.expire(now=10.0)
+    with pytest.raises(SessionNotFound):
+        registry.resume(session.id, session.resume_token)
+
+
+def test_remove_frees_the_slot_and_a_later_detach_does_nothing() -> None:
+    registry = SessionRegistry(grace_s=10.0, max_sessions=1)
+    session = registry.create(Params())
+    registry.remove(session)
+    registry.remove(session)
+    registry.detach(session, now=0.0)
+    assert session.expires_at is None
+    assert len(registry) == 0
+    assert registry.create(Params()) is not session
+
+
+def test_sessions_can_be_removed_while_iterating() -> None:
+    registry = SessionRegistry(grace_s=10.0, max_sessions=4)
+    for _ in range(3):
+        registry.create(Params())
+    for session in registry:
+        registry.remove(session)
+    assert len(registry) == 0

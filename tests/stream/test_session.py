@@ -1,0 +1,66 @@
+"""Session: input numbering, latest-wins offers and reruns after a params edit."""
+
+from __future__ import annotations
+
+from stream.events import FrameIn
+from stream.params import Params
+from stream.session import Session
+
+
+def frame(image: bytes, frame_id: int | None = None) -> FrameIn:
+    return FrameIn(image=image, id=frame_id, patch={}, received_at=0.0)
+
+
+def test_new_session_has_default_params_and_an_empty_inbox() -> None:
+    session = Session(id="s1", resume_token="t1")
+    assert session.params == Params()
+    assert not session.inbox
+    assert (session.last_input, session.expires_at) == (None, None)
+    assert (session.frames_in, session.frames_out) == (0, 0)
+
+
+def test_frame_without_an_id_gets_the_input_sequence_number() -> None:
+    session = Session(id="s1", resume_token="t1")
+    assert session.offer(frame(b"a")) is False
+    assert session.inbox.take() == frame(b"a", 1)
+    session.offer(frame(b"b"))
+    assert session.inbox.take() == frame(b"b", 2)
+    assert session.last_input == frame(b"b", 2)
+
+
+def test_frame_with_a_client_id_keeps_it() -> None:
+    session = Session(id="s1", resume_token="t1")
+    session.offer(frame(b"a", 41))
+    assert session.inbox.take() == frame(b"a", 41)
+    assert session.frames_in == 1
+
+
+def test_offer_over_an_untaken_frame_drops_the_older_one() -> None:
+    session = Session(id="s1", resume_token="t1")
+    session.offer(frame(b"a"))
+    assert session.offer(frame(b"b")) is True
+    assert session.inbox.take() == frame(b"b", 2)
+    assert session.inbox.dropped == 1
+
+
+def test_rerun_without_any_input_queues_nothing() -> None:
+    session = Session(id="s1", resume_token="t1")
+    assert session.rerun() is False
+    assert not session.inbox
+
+
+def test_rerun_queues_the_latest_input_again() -> None:
+    session = Session(id="s1", resume_token="t1")
+    session.offer(frame(b"a", 5))
+    session.inbox.take()
+    assert session.rerun() is True
+    assert session.inbox.take() == frame(b"a", 5)
+    assert session.frames_in == 1
+
+
+def test_rerun_while_an_input_waits_does_not_replace_it() -> None:
+    session = Session(id="s1", resume_token="t1")
+    session.offer(frame(b"a", 5))
+    assert session.rerun() is False
+    assert session.inbox.dropped == 0
+    assert session.inbox.take() == frame(b"a", 5)
