@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from livegen_client import LivegenClient
 from PIL import Image, ImageDraw, ImageFilter
 from prometheus_client.parser import text_string_to_metric_families
 
+from livegen_client import LivegenClient
 from server.metrics import STAGES
 from stream.images import decode_image, encode_image
 from stream.limits import Limits

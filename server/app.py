@@ -124,7 +124,7 @@ class LivegenServer:
     def open_session(self, connection: Connection, request: StartRequested) -> Session:
         """Create or resume the session ``connection`` asked for (raises ProtocolError)."""
         if request.session_id is not None and request.resume_token is not None:
-            session = self.sessions.resume(request.session_id, request.resume_token)
+            session = self.sessions.find(request.session_id, request.resume_token)
             params = session.params.updated(request.params)
         else:
             session = None
@@ -135,6 +135,7 @@ class LivegenServer:
             raise InvalidParams(str(exc)) from None
         if session is None:
             session = self.sessions.create(params)
+        self.sessions.attach(session)
         session.params = params
         previous = self.attached.get(session.id)
         if previous is not None:

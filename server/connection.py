@@ -106,9 +106,11 @@ class Connection:
     def _offer(self, session: Session, frame: FrameIn) -> None:
         if frame.patch and not self._apply_params(frame.patch, frame.id):
             return
-        if self.app.draining:
-            return
         self.app.metrics.frames_in.inc()
+        if self.app.draining:
+            # The client has been sent session.closing; only frames already in flight finish.
+            self.app.metrics.frames_dropped.labels("input").inc()
+            return
         if session.offer(frame):
             self.app.metrics.frames_dropped.labels("input").inc()
         self.app.worker.notify(session)

@@ -15,7 +15,6 @@ from typing import Any
 import msgpack
 
 from stream import PROTOCOL_VERSION
-
 from stream.errors import (
     InvalidField,
     LimitExceeded,
@@ -42,7 +41,8 @@ MAX_FRAME_ID = 2**63 - 1
 
 
 def pack(message: ClientMessage | ServerMessage) -> bytes:
-    return msgpack.packb(message.to_wire(), use_bin_type=True)
+    data: bytes = msgpack.packb(message.to_wire(), use_bin_type=True)
+    return data
 
 
 def unpack_map(data: bytes, limits: Limits) -> dict[str, Any]:
@@ -65,7 +65,8 @@ def unpack_map(data: bytes, limits: Limits) -> dict[str, Any]:
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         if "exceeds max_" in str(exc):
             raise LimitExceeded(f"message breaks a protocol limit: {exc}") from None
-        raise MalformedMessage(f"message is not valid msgpack: {exc}") from None
+        detail = str(exc) or type(exc).__name__
+        raise MalformedMessage(f"message is not valid msgpack: {detail}") from None
     if not isinstance(wire, dict):
         raise MalformedMessage(f"message must be a msgpack map, got {type(wire).__name__}")
     return wire

@@ -31,7 +31,9 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
         if image.format not in ACCEPTED_FORMATS:
-            raise InvalidImage(f"image format {image.format} is not accepted; send JPEG, PNG or WebP")
+            raise InvalidImage(
+                f"image format {image.format} is not accepted; send JPEG, PNG or WebP"
+            )
         width, height = image.size
         if width * height > max_pixels:
             raise ImageTooLarge(

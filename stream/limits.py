@@ -41,7 +41,7 @@ class TokenBucket:
 
     def take(self, now: float) -> bool:
         elapsed = max(0.0, now - self._last)
-        self._last = now
+        self._last = max(self._last, now)
         self._tokens = min(self._burst, self._tokens + elapsed * self._rate_per_s)
         if self._tokens < 1.0:
             return False

@@ -72,7 +72,7 @@ def parse_params_patch(raw: object) -> dict[str, Any]:
     return {name: _check_field(name, value) for name, value in raw.items()}
 
 
-def _check_field(name: object, value: object) -> Any:
+def _check_field(name: object, value: Any) -> Any:
     spec = _FIELDS.get(name) if isinstance(name, str) else None
     if spec is None:
         known = ", ".join(_FIELDS)
@@ -80,13 +80,16 @@ def _check_field(name: object, value: object) -> Any:
     if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, spec.kind) or isinstance(value, bool):
-        raise InvalidParams(f"param {name!r} must be {spec.kind.__name__}, got {type(value).__name__}")
+        expected, got = spec.kind.__name__, type(value).__name__
+        raise InvalidParams(f"param {name!r} must be {expected}, got {got}")
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidParams(f"param {name!r} must be finite, got {value}")
     if spec.choices is not None and value not in spec.choices:
-        raise InvalidParams(f"param {name!r} must be one of {', '.join(spec.choices)}, got {value!r}")
-    if spec.low is not None and spec.high is not None and not spec.low <= value <= spec.high:
+        choices = ", ".join(spec.choices)
+        raise InvalidParams(f"param {name!r} must be one of {choices}, got {value!r}")
+    number: Any = value  # mypy cannot narrow value to spec.kind
+    if spec.low is not None and spec.high is not None and not spec.low <= number <= spec.high:
         raise InvalidParams(f"param {name!r} must be in [{spec.low}, {spec.high}], got {value}")
-    if spec.multiple_of is not None and value % spec.multiple_of:
+    if spec.multiple_of is not None and number % spec.multiple_of:
         raise InvalidParams(f"param {name!r} must be a multiple of {spec.multiple_of}, got {value}")
     return value

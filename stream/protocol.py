@@ -63,12 +63,14 @@ class SessionProtocol:
         if self.state is ConnectionState.CLOSED:
             return []
         try:
-            if isinstance(data, str):
-                raise MalformedMessage("text frames are not part of the protocol; send binary msgpack")
             if not self._rate.take(now):
                 raise LimitExceeded(
                     f"more than {self.limits.messages_per_s:g} messages a second; message dropped",
                     code=ErrorCode.RATE_LIMITED,
+                )
+            if isinstance(data, str):
+                raise MalformedMessage(
+                    "text frames are not part of the protocol; send binary msgpack"
                 )
             return [self._event(decode_client_message(data, self.limits), now)]
         except ProtocolError as error:
@@ -78,10 +80,13 @@ class SessionProtocol:
     def _event(self, message: ClientMessage, now: float) -> Event:
         if isinstance(message, SessionStart):
             if self.state is ConnectionState.OPEN:
-                raise SessionError("this connection already has a session", code=ErrorCode.ALREADY_STARTED)
+                raise SessionError(
+                    "this connection already has a session", code=ErrorCode.ALREADY_STARTED
+                )
             if message.protocol != PROTOCOL_VERSION:
                 raise UnsupportedVersion(
-                    f"protocol version {message.protocol} is not supported; this server speaks {PROTOCOL_VERSION}"
+                    f"protocol version {message.protocol} is not supported; "
+                    f"this server speaks {PROTOCOL_VERSION}"
                 )
             return StartRequested(message.params, message.session_id, message.resume_token)
         if self.state is not ConnectionState.OPEN:

@@ -35,8 +35,8 @@ class SessionRegistry:
         self._sessions[session.id] = session
         return session
 
-    def resume(self, session_id: str, resume_token: str) -> Session:
-        """Attach to a kept session; a wrong token reads the same as an unknown id."""
+    def find(self, session_id: str, resume_token: str) -> Session:
+        """The session to resume; a wrong token reads the same as an unknown id."""
         session = self._sessions.get(session_id)
         if session is None or not hmac.compare_digest(
             session.resume_token.encode(), resume_token.encode()
@@ -45,8 +45,11 @@ class SessionRegistry:
                 f"no session {session_id!r} to resume (expired, closed or wrong token); "
                 "start a new one"
             )
-        session.expires_at = None
         return session
+
+    def attach(self, session: Session) -> None:
+        """A connection holds ``session`` again: it no longer expires."""
+        session.expires_at = None
 
     def detach(self, session: Session, now: float) -> None:
         """The connection is gone: keep the session for the grace period."""

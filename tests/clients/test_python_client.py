@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-from livegen_client.cli import main
 from PIL import Image
 
+from livegen_client.cli import main
 from tests.helpers import encode, make_pixels, ws_url
 
 

@@ -6,10 +6,10 @@ import asyncio
 
 import msgpack
 import pytest
-from livegen_client import LivegenClient
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from livegen_client import LivegenClient
 from stream.codec import decode_server_message, pack
 from stream.errors import CloseCode, ErrorCode
 from stream.limits import Limits

@@ -8,9 +8,9 @@ import signal
 import sys
 
 import pytest
-from livegen_client import LivegenClient
 from websockets.exceptions import ConnectionClosed
 
+from livegen_client import LivegenClient
 from stream.errors import CloseCode
 from stream.messages import FrameOut, SessionClosing
 from tests.helpers import WAIT_S, GatedPipeline, ws_url

@@ -8,10 +8,10 @@ import urllib.error
 import urllib.request
 
 import pytest
-from livegen_client import LivegenClient
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from livegen_client import LivegenClient
 from pipelines.base import PipelineOptions
 from pipelines.passthrough import PassthroughPipeline
 from server.app import LivegenServer

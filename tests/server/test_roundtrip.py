@@ -6,9 +6,9 @@ import asyncio
 import io
 
 import numpy as np
-from livegen_client import LivegenClient
 from PIL import Image
 
+from livegen_client import LivegenClient
 from stream.messages import SessionStarted
 from tests.helpers import WAIT_S, make_pixels, ws_url
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from livegen_client import LivegenClient, ServerError
+import numpy as np
+from websockets.asyncio.client import connect
 
+from livegen_client import LivegenClient, ServerError
+from stream.codec import decode_server_message, pack
 from stream.errors import ErrorCode
-from tests.helpers import WAIT_S, FailingPipeline, GatedPipeline, wait_until, ws_url
+from stream.messages import Frame, SessionStart
+from tests.helpers import WAIT_S, FailingPipeline, GatedPipeline, encode, wait_until, ws_url
 
 
 async def test_a_slow_pipeline_drops_stale_inputs_and_answers_the_newest(start_server, jpeg):
@@ -74,3 +78,29 @@ async def test_params_the_pipeline_refuses_are_an_error_and_keep_the_old_params(
 
     assert refusal.code == ErrorCode.INVALID_PARAMS and "forbidden" in refusal.message
     assert session.params.prompt == "fine"
+
+
+async def test_a_client_that_stops_reading_gets_its_stale_outputs_replaced(start_server):
+    server = await start_server()
+    # Noise PNGs are big, so the socket buffers fill after a few outputs.
+    noise = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    image = encode(noise, "PNG")
+    websocket = await connect(ws_url(server), max_size=None, max_queue=1, compression=None)
+    await websocket.send(pack(SessionStart(params={"output_format": "png"})))
+    decode_server_message(await websocket.recv())
+    (session,) = server.sessions
+
+    for frame_id in range(1, 21):
+        await websocket.send(pack(Frame(image=image, id=frame_id)))
+        await wait_until(lambda: session.frames_in == frame_id)  # noqa: B023 - awaited here
+        assert await asyncio.to_thread(server.worker.wait_idle, WAIT_S)
+    received = []
+    while not received or received[-1] != 20:
+        message = decode_server_message(await asyncio.wait_for(websocket.recv(), WAIT_S))
+        received.append(message.id)
+    await websocket.close()
+
+    dropped = server.metrics.frames_dropped.labels("output")._value.get()
+    assert received == sorted(received) and len(received) < 20
+    assert dropped == 20 - len(received)
+    assert session.inbox.dropped == 0  # every input ran; only outputs were replaced

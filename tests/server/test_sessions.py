@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from livegen_client import LivegenClient, ServerError
 from websockets.exceptions import ConnectionClosed
 
+from livegen_client import LivegenClient, ServerError
 from stream.errors import CloseCode, ErrorCode
-from tests.helpers import WAIT_S, wait_until, ws_url
+from tests.helpers import WAIT_S, FailingPipeline, wait_until, ws_url
 
 
 async def test_reconnect_resumes_the_session_with_its_params(start_server, jpeg):
@@ -94,3 +94,16 @@ async def test_sessions_over_the_maximum_are_refused_with_try_again_later(start_
         await client.close()
 
     assert refused.value.code == ErrorCode.SERVER_BUSY and refused.value.fatal
+
+
+async def test_a_refused_resume_leaves_the_session_detached_to_expire(start_server):
+    server = await start_server(FailingPipeline(), session_grace_s=0.2)
+    client = await LivegenClient.connect(ws_url(server))
+    await client.close(end_session=False)
+
+    with pytest.raises(ServerError) as refused:
+        resume = (client.session_id, client.resume_token)
+        await LivegenClient.connect(ws_url(server), resume=resume, params={"prompt": "forbidden"})
+    await wait_until(lambda: len(server.sessions) == 0)
+
+    assert refused.value.code == ErrorCode.INVALID_PARAMS

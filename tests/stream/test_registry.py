@@ -32,12 +32,14 @@ def test_create_beyond_max_sessions_is_refused_with_server_busy() -> None:
     assert len(registry) == 1
 
 
-def test_resume_with_the_right_token_returns_the_session_attached() -> None:
+def test_find_with_the_right_token_returns_the_session_and_attach_stops_its_expiry() -> None:
     registry = SessionRegistry(grace_s=30.0, max_sessions=4)
     session = registry.create(Params())
     registry.detach(session, now=100.0)
     assert session.expires_at == 130.0
-    assert registry.resume(session.id, session.resume_token) is session
+    assert registry.find(session.id, session.resume_token) is session
+    assert session.expires_at == 130.0  # finding alone changes nothing
+    registry.attach(session)
     assert session.expires_at is None
     assert registry.expire(now=1000.0) == []
 
@@ -60,7 +62,7 @@ def test_resume_with_an_unknown_id_or_a_wrong_token_is_refused_alike(
     registry.detach(session, now=0.0)
     session_id, token = credentials(session)
     with pytest.raises(SessionNotFound) as caught:
-        registry.resume(session_id, token)
+        registry.find(session_id, token)
     assert caught.value.code == ErrorCode.SESSION_NOT_FOUND
     assert not caught.value.fatal
     assert f"no session {session_id!r} to resume" in str(caught.value)
@@ -85,7 +87,7 @@ def test_an_expired_session_cannot_be_resumed() -> None:
     registry.detach(session, now=0.0)
     registry.expire(now=10.0)
     with pytest.raises(SessionNotFound):
-        registry.resume(session.id, session.resume_token)
+        registry.find(session.id, session.resume_token)
 
 
 def test_remove_frees_the_slot_and_a_later_detach_does_nothing() -> None:
