@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -50,7 +51,8 @@ SESSION_COUNTS = (1, 4, 16)
 FRAMES_PER_SIZE = 4
 JPEG_QUALITY = 85
 SEED = 0
-CODEC_S = 3.0
+CODEC_TRIALS = 3
+CODEC_TRIAL_S = 1.0
 CODEC_WARMUP_S = 0.3
 CODEC_THREADS = 2
 SOAK_SIZE_PX = 512
@@ -67,8 +69,8 @@ SERVER_ARGS = (
     "--port", "0",
     "--pipeline", "passthrough",
     "--codec-threads", str(CODEC_THREADS),
-    # The default 240 messages/s per connection would rate-limit one closed-loop
-    # session on small frames; the limit is policy, not cost, so lift it here.
+    # The per-connection message rate limit is policy, not cost: lift it so that
+    # it never throttles a closed loop on small frames.
     "--messages-per-s", "1000000",
 )  # fmt: skip
 LISTENING = re.compile(rb"livegen serving \S+ on http://\S+:(\d+)/")
@@ -99,15 +101,36 @@ def make_frames(size_px: int, count: int, seed: int) -> list[bytes]:
 
 
 def codec_only(frames: Sequence[bytes], size_px: int) -> dict[str, Any]:
-    single = codec_fps(frames, 1, CODEC_S)
-    multi = codec_fps(frames, CODEC_THREADS, CODEC_S)
-    print(f"  codec only {size_px}px: {single:.1f} fps, {multi:.1f} fps on {CODEC_THREADS} threads")
+    """Decode + encode frames/s in tight loops on 1 and on ``CODEC_THREADS`` threads.
+
+    Trials alternate between the two so both see the same machine, and the best
+    trial is the limit: other load only ever slows a trial down.
+    """
+    trials: dict[int, list[float]] = {1: [], CODEC_THREADS: []}
+    with ThreadPoolExecutor(CODEC_THREADS) as pool:
+        for threads in trials:
+            _codec_rate(pool, frames, threads, CODEC_WARMUP_S)
+        for _ in range(CODEC_TRIALS):
+            for threads, rates in trials.items():
+                rates.append(_codec_rate(pool, frames, threads, CODEC_TRIAL_S))
+    single, multi = trials[1], trials[CODEC_THREADS]
+    print(f"  codec only {size_px}px: {max(single)} fps, {CODEC_THREADS} threads {max(multi)}")
     return {
         "size_px": size_px,
-        "fps_1_thread": round(single, 1),
+        "fps_1_thread": max(single),
         "threads": CODEC_THREADS,
-        "fps_threads": round(multi, 1),
+        "fps_threads": max(multi),
+        "trials": {"1_thread": single, "threads": multi},
     }
+
+
+def _codec_rate(
+    pool: ThreadPoolExecutor, frames: Sequence[bytes], threads: int, seconds: float
+) -> float:
+    start = time.perf_counter()
+    deadline = start + seconds
+    done = sum(pool.map(_codec_loop, [frames] * threads, [deadline] * threads))
+    return round(done / (time.perf_counter() - start), 1)
 
 
 def _codec_loop(frames: Sequence[bytes], deadline: float) -> int:
@@ -117,20 +140,6 @@ def _codec_loop(frames: Sequence[bytes], deadline: float) -> int:
         encode_image(pixels, "jpeg", JPEG_QUALITY)
         done += 1
     return done
-
-
-def codec_fps(frames: Sequence[bytes], threads: int, seconds: float) -> float:
-    """Decode + encode throughput of ``threads`` threads, each in a tight loop."""
-    with ThreadPoolExecutor(threads) as pool:
-
-        def run(duration_s: float) -> int:
-            deadline = time.perf_counter() + duration_s
-            return sum(pool.map(_codec_loop, [frames] * threads, [deadline] * threads))
-
-        run(CODEC_WARMUP_S)
-        start = time.perf_counter()
-        done = run(seconds)
-        return done / (time.perf_counter() - start)
 
 
 @dataclass
@@ -156,10 +165,17 @@ class ServerProcess:
         kib = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1))
         return round(kib / 1024, 1)
 
+    def _stat(self) -> list[str]:
+        # The fields after the command name, so field 3 of the line is index 0.
+        return Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+
     def cpu_s(self) -> float:
-        # Fields after the command name; utime and stime are fields 14 and 15 of the line.
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        stat = self._stat()
         return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+    def minor_faults(self) -> int:
+        # Fresh pages touched: each costs kernel time, so they show where memory churns.
+        return int(self._stat()[7])
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         status, body = self.get("/metrics")
@@ -326,12 +342,13 @@ async def run_case(
     try:
         await closed_loop(clients, frames, warmup_s, [])
         metrics_before = await asyncio.to_thread(server.metrics)
-        cpu_before = cpu_seconds(server)
+        cpu_before, faults_before = cpu_seconds(server), server.minor_faults()
         latencies: list[float] = []
         loop = asyncio.create_task(closed_loop(clients, frames, duration_s, latencies))
         samples = await sample_memory(server, loop, latencies, sample_s) if sample_s else None
         elapsed = await loop
         cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(server).items()}
+        faults = server.minor_faults() - faults_before
         rss_end = server.rss_mib()
         metrics_after = await asyncio.to_thread(server.metrics)
     finally:
@@ -349,6 +366,7 @@ async def run_case(
         # Percent of one core. Server and client share this machine's cores; what the
         # machine spent beyond the two is other load, the noise in these numbers.
         "cpu_pct": {name: round(100 * seconds / elapsed, 1) for name, seconds in cpu.items()},
+        "server_minor_faults_per_frame": round(faults / len(latencies), 1),
         "server": server_stages(metrics_before, metrics_after),
     }
     if samples is not None:
@@ -367,12 +385,6 @@ def machine_info() -> dict[str, Any]:
         ),
         platform.processor(),
     )
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        has_uvloop = False
-    else:
-        has_uvloop = True
     packages = ("websockets", "msgpack", "pillow", "numpy", "uvloop")
     versions = {}
     for name in packages:
@@ -384,7 +396,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "packages": versions,
-        "uvloop": has_uvloop,
+        "uvloop": importlib.util.find_spec("uvloop") is not None,
         "loadavg_at_start": os.getloadavg(),
     }
 
@@ -399,16 +411,19 @@ def run_event_loop(main: Coroutine[Any, Any, Any]) -> Any:
 
 
 def targets(codec: list[dict[str, Any]], cases: list[dict[str, Any]]) -> dict[str, Any]:
-    codec_1 = {c["size_px"]: c["fps_1_thread"] for c in codec}
+    codec_by_size = {c["size_px"]: c for c in codec}
     ratios = {}
     for case in cases:
         if case["sessions"] == 16:
-            ratio = case["fps"] / codec_1[case["size_px"]]
+            limit = codec_by_size[case["size_px"]]
+            ratio = case["fps"] / limit["fps_1_thread"]
             ratios[str(case["size_px"])] = {
                 "fps": case["fps"],
-                "codec_fps_1_thread": codec_1[case["size_px"]],
+                "codec_fps_1_thread": limit["fps_1_thread"],
                 "ratio": round(ratio, 3),
                 "pass": ratio >= FPS_RATIO_TARGET,
+                # Not the target, for context: the server has this many codec threads.
+                "ratio_to_codec_threads": round(case["fps"] / limit["fps_threads"], 3),
             }
     single = next(c for c in cases if c["sessions"] == 1 and c["size_px"] == 512)["latency_ms"]
     return {
@@ -427,8 +442,8 @@ def targets(codec: list[dict[str, Any]], cases: list[dict[str, Any]]) -> dict[st
 def print_cases(cases: Sequence[dict[str, Any]]) -> None:
     print(
         f"{'size':>5} {'sess':>4} {'frames':>7} {'fps':>7} {'p50':>7} {'p95':>7} {'p99':>7} "
-        f"{'mean':>7} {'max':>7}  {'rss MiB':>13}  {'cpu% srv/cli/all':>16}  server stages ms "
-        "(queue/decode/infer/encode/total)"
+        f"{'mean':>7} {'max':>7}  {'rss MiB':>13}  {'cpu% srv/cli/all':>16} {'flt/fr':>6}  "
+        "server stage means ms (queue/decode/infer/encode/total)"
     )
     for c in cases:
         lat, rss, cpu = c["latency_ms"], c["server_rss_mib"], c["cpu_pct"]
@@ -438,7 +453,8 @@ def print_cases(cases: Sequence[dict[str, Any]]) -> None:
             f"{c['size_px']:>5} {c['sessions']:>4} {c['frames']:>7} {c['fps']:>7.1f} "
             f"{lat['p50']:>7.2f} {lat['p95']:>7.2f} {lat['p99']:>7.2f} {lat['mean']:>7.2f} "
             f"{lat['max']:>7.2f}  {rss['start']:>6.0f}>{rss['end']:<6.0f}  "
-            f"{cpu['server']:>5.0f}/{cpu['client']:>3.0f}/{cpu['machine']:<5.0f}  {stage_text}"
+            f"{cpu['server']:>5.0f}/{cpu['client']:>3.0f}/{cpu['machine']:<5.0f} "
+            f"{c['server_minor_faults_per_frame']:>6.0f}  {stage_text}"
         )
 
 
@@ -448,10 +464,9 @@ def print_report(result: dict[str, Any]) -> None:
         print_cases([soak])
         print(f"{'t s':>6} {'rss MiB':>8} {'fps':>7} {'p50 ms':>7} {'p99 ms':>7}")
         for s in soak["rss_samples"]:
-            print(
-                f"{s['t_s']:>6.0f} {s['rss_mib']:>8.1f} {s.get('fps', 0):>7.1f} "
-                f"{s.get('p50_ms', 0):>7.2f} {s.get('p99_ms', 0):>7.2f}"
-            )
+            keys = ("fps", "p50_ms", "p99_ms")
+            window = (f"{s[k]:>7.1f}" if k in s else f"{'-':>7}" for k in keys)
+            print(f"{s['t_s']:>6.0f} {s['rss_mib']:>8.1f} {' '.join(window)}")
         rss = soak["server_rss_mib"]
         print(f"server RSS MiB: start {rss['start']}, end {rss['end']}, max {rss['max']}")
         return
@@ -465,7 +480,8 @@ def print_report(result: dict[str, Any]) -> None:
     for size, r in goals["fps_ratio_16_sessions"]["sizes"].items():
         print(
             f"16 sessions {size}px: {r['fps']} fps / codec {r['codec_fps_1_thread']} = "
-            f"{r['ratio']} (target >= {FPS_RATIO_TARGET}): {'PASS' if r['pass'] else 'FAIL'}"
+            f"{r['ratio']} (target >= {FPS_RATIO_TARGET}): {'PASS' if r['pass'] else 'FAIL'}; "
+            f"vs codec on {CODEC_THREADS} threads {r['ratio_to_codec_threads']}"
         )
     single = goals["latency_1_session_512"]
     for p in ("p50", "p99"):
@@ -503,24 +519,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"only run {SOAK_SESSIONS} sessions at "
         f"{SOAK_SIZE_PX} px this long, sampling server RSS every {SOAK_SAMPLE_S:g} s",
     )
-    parser.add_argument("--out", type=Path, help="JSON path (default bench/results/roundtrip.json "
-                        "or soak.json)")  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, help="JSON path (default bench/results/roundtrip.json or soak.json)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 2.0, 0.5
     out = args.out or RESULTS_DIR / ("soak.json" if args.soak else "roundtrip.json")
 
-    frames = {size: make_frames(size, FRAMES_PER_SIZE, SEED) for size in SIZES_PX}
+    sizes = (SOAK_SIZE_PX,) if args.soak else SIZES_PX
+    frames = {size: make_frames(size, FRAMES_PER_SIZE, SEED) for size in sizes}
     result: dict[str, Any] = {
         "benchmark": "soak" if args.soak else "roundtrip",
         "machine": machine_info(),
         "settings": {
             "duration_s": args.soak or args.duration,
             "warmup_s": args.warmup,
-            "sizes_px": [SOAK_SIZE_PX] if args.soak else list(SIZES_PX),
+            "sizes_px": list(sizes),
             "sessions": [SOAK_SESSIONS] if args.soak else list(SESSION_COUNTS),
             "frames_per_size": FRAMES_PER_SIZE,
-            "frame_bytes": {size: [len(f) for f in frames[size]] for size in SIZES_PX},
+            "frame_bytes": {size: [len(f) for f in frames[size]] for size in sizes},
             "jpeg_quality": JPEG_QUALITY,
             "seed": SEED,
             "server_args": list(SERVER_ARGS),
@@ -528,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     }
     if not args.soak:
-        result["settings"]["codec_s"] = CODEC_S
+        result["settings"]["codec_trials_s"] = [CODEC_TRIAL_S] * CODEC_TRIALS
         result["codec_only"] = [codec_only(frames[size], size) for size in SIZES_PX]
 
     with livegen_server() as server:

@@ -1,8 +1,11 @@
 """Image bytes to pixels and back, with the pixel limit checked before decoding.
 
 Pixels are ``numpy`` arrays of shape (height, width, 3), dtype uint8, RGB.
-These calls take milliseconds: the server runs them on its worker threads,
-never on the event loop.
+JPEG, the common case on the wire, goes through simplejpeg: libjpeg-turbo in one
+call that releases the GIL, decoding straight into the array (about twice as
+fast as Pillow's path, which copies twice). PNG, WebP and the rare JPEG that
+libjpeg-turbo cannot turn into RGB (CMYK) go through Pillow. These calls take
+milliseconds: the server runs them on its worker threads, never on the event loop.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import io
 import warnings
 
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 from stream.errors import ImageTooLarge, InvalidImage
@@ -22,9 +26,24 @@ CONTENT_TYPES: dict[ImageFormat, str] = {
     "webp": "image/webp",
     "png": "image/png",
 }
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    if data.startswith(JPEG_MAGIC):
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError as exc:
+            raise InvalidImage(f"image does not decode: {exc}") from None
+        _check_pixels(width, height, max_pixels)
+        try:
+            return simplejpeg.decode_jpeg(data, colorspace="RGB")
+        except ValueError:
+            pass  # a JPEG libjpeg-turbo cannot give as RGB, or a broken one: Pillow decides
+    return _decode_with_pillow(data, max_pixels)
+
+
+def _decode_with_pillow(data: bytes, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # Our own pixel check below replaces PIL's bomb warning.
@@ -34,25 +53,35 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             raise InvalidImage(
                 f"image format {image.format} is not accepted; send JPEG, PNG or WebP"
             )
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageTooLarge(
-                f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-            )
-        pixels = np.asarray(image.convert("RGB"))
+        _check_pixels(*image.size, max_pixels)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return np.asarray(image)
     except Image.DecompressionBombError as exc:
         # PIL refuses images far over its own limit before we can count their pixels.
         raise ImageTooLarge(f"image is over the pixel limit of {max_pixels}: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"image does not decode: {exc}") from None
-    return pixels
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
 
 
 def encode_image(pixels: np.ndarray, image_format: ImageFormat, quality: int) -> bytes:
+    if image_format == "jpeg":
+        data: bytes = simplejpeg.encode_jpeg(
+            np.ascontiguousarray(pixels), quality=quality, colorspace="RGB",
+            colorsubsampling="420",
+        )  # fmt: skip
+        return data
     buffer = io.BytesIO()
     image = Image.fromarray(pixels)
     if image_format == "png":
         image.save(buffer, "PNG", compress_level=1)
     else:
-        image.save(buffer, image_format.upper(), quality=quality)
+        image.save(buffer, "WEBP", quality=quality)
     return buffer.getvalue()

@@ -91,8 +91,10 @@ def test_gif_is_refused_as_a_format_not_accepted() -> None:
         first_half(save(Image.fromarray(gradient()), "PNG")),
         first_half(save(Image.fromarray(gradient()), "JPEG")),
         first_half(save(Image.fromarray(gradient()), "WEBP")),
+        # Headers intact, scan data cut: libjpeg-turbo refuses it, and so does Pillow after it.
+        save(Image.fromarray(gradient(256, 256)), "JPEG")[:-200],
     ],
-    ids=["empty", "garbage", "truncated png", "truncated jpeg", "truncated webp"],
+    ids=["empty", "garbage", "truncated png", "truncated jpeg", "truncated webp", "cut jpeg"],
 )
 def test_bytes_that_do_not_decode_are_refused_as_invalid_image(data: bytes) -> None:
     with pytest.raises(InvalidImage, match="image does not decode") as caught:

@@ -20,8 +20,8 @@ def test_limits_go_on_the_wire_as_a_plain_map() -> None:
         "max_map_len": 8,
         "max_array_len": 32,
         "max_str_len": 4096,
-        "messages_per_s": 240.0,
-        "message_burst": 60,
+        "messages_per_s": 1000.0,
+        "message_burst": 200,
     }
 
 
