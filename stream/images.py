@@ -37,7 +37,8 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             raise InvalidImage(f"image does not decode: {exc}") from None
         _check_pixels(width, height, max_pixels)
         try:
-            return simplejpeg.decode_jpeg(data, colorspace="RGB")
+            pixels: np.ndarray = simplejpeg.decode_jpeg(data, colorspace="RGB")
+            return pixels
         except ValueError:
             pass  # a JPEG libjpeg-turbo cannot give as RGB, or a broken one: Pillow decides
     return _decode_with_pillow(data, max_pixels)
@@ -48,7 +49,7 @@ def _decode_with_pillow(data: bytes, max_pixels: int) -> np.ndarray:
         with warnings.catch_warnings():
             # Our own pixel check below replaces PIL's bomb warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
         if image.format not in ACCEPTED_FORMATS:
             raise InvalidImage(
                 f"image format {image.format} is not accepted; send JPEG, PNG or WebP"
