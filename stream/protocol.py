@@ -42,6 +42,9 @@ from stream.messages import (
     SessionStarted,
 )
 
+# Messages queued for a peer that does not read them; past this the connection closes.
+MAX_PENDING_MESSAGES = 256
+
 
 class ConnectionState(enum.Enum):
     AWAITING_START = enum.auto()
@@ -105,6 +108,10 @@ class SessionProtocol:
         self.send(started)
 
     def send(self, message: ServerMessage) -> None:
+        if len(self._outgoing) >= MAX_PENDING_MESSAGES:
+            # The peer has stopped reading: holding more would be an unbounded queue.
+            self.close(CloseCode.POLICY_VIOLATION, "too many unread messages; read what is sent")
+            return
         self._outgoing.append(pack(message))
 
     def send_error(self, error: ProtocolError, frame_id: int | None = None) -> None:

@@ -10,6 +10,7 @@ from stream.codec import decode_server_message
 from stream.errors import (
     CloseCode,
     ErrorCode,
+    InvalidImage,
     MessageTooBig,
     ProtocolError,
     SessionError,
@@ -25,7 +26,7 @@ from stream.events import (
 )
 from stream.limits import Limits
 from stream.messages import Error, ServerMessage, SessionStarted
-from stream.protocol import ConnectionState, SessionProtocol
+from stream.protocol import MAX_PENDING_MESSAGES, ConnectionState, SessionProtocol
 
 START = msgpack.packb({"type": "session.start"})
 FRAME = msgpack.packb({"type": "frame", "image": b"jpeg"})
@@ -239,3 +240,14 @@ def test_close_reason_is_cut_to_123_bytes_without_splitting_a_character() -> Non
     # Two bytes a character: the 62nd would end at byte 124, so it goes whole.
     protocol.close(CloseCode.GOING_AWAY, "é" * 100)
     assert protocol.close_reason == "é" * 61
+
+
+def test_a_peer_that_never_reads_is_closed_instead_of_queued_for() -> None:
+    protocol = open_protocol()
+    protocol.data_to_send()
+    for _ in range(MAX_PENDING_MESSAGES + 10):
+        protocol.send_error(InvalidImage("broken"))
+
+    assert len(protocol.data_to_send()) == MAX_PENDING_MESSAGES
+    assert protocol.state is ConnectionState.CLOSED
+    assert protocol.close_code == CloseCode.POLICY_VIOLATION
