@@ -121,6 +121,9 @@ class SessionProtocol:
             self.close(error.close_code, str(error))
 
     def close(self, code: CloseCode, reason: str) -> None:
+        """Mark the connection closed; the first code given is the one that counts."""
+        if self.state is ConnectionState.CLOSED:
+            return
         self.state = ConnectionState.CLOSED
         self.close_code = code
         # A close reason must fit in a control frame (123 bytes of UTF-8).

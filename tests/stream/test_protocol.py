@@ -238,6 +238,7 @@ def test_close_reason_is_cut_to_123_bytes_without_splitting_a_character() -> Non
     protocol.close(CloseCode.GOING_AWAY, "x" * 200)
     assert protocol.close_reason == "x" * 123
     # Two bytes a character: the 62nd would end at byte 124, so it goes whole.
+    protocol = open_protocol()
     protocol.close(CloseCode.GOING_AWAY, "é" * 100)
     assert protocol.close_reason == "é" * 61
 
@@ -247,6 +248,8 @@ def test_a_peer_that_never_reads_is_closed_instead_of_queued_for() -> None:
     protocol.data_to_send()
     for _ in range(MAX_PENDING_MESSAGES + 10):
         protocol.send_error(InvalidImage("broken"))
+
+    protocol.send_error(MessageTooBig("a later fatal error does not change the close code"))
 
     assert len(protocol.data_to_send()) == MAX_PENDING_MESSAGES
     assert protocol.state is ConnectionState.CLOSED
