@@ -106,6 +106,7 @@ class LivegenServer:
         while True:
             await asyncio.sleep(min(EXPIRY_INTERVAL_S, self.config.session_grace_s / 2))
             for session in self.sessions.expire(time.perf_counter()):
+                log.info("session %s expired after its grace period", session.id)
                 self._free(session)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -141,6 +142,7 @@ class LivegenServer:
         if previous is not None:
             previous.close(CloseCode.SESSION_TAKEN_OVER, "session resumed on another connection")
         self.attached[session.id] = connection
+        log.info("session %s %s", session.id, "resumed" if request.session_id else "started")
         connection.protocol.accept(
             SessionStarted(
                 session_id=session.id,
@@ -161,6 +163,7 @@ class LivegenServer:
             self.sessions.detach(session, time.perf_counter())
 
     def close_session(self, session: Session) -> None:
+        log.info("session %s closed by the client", session.id)
         self.sessions.remove(session)
         self.attached.pop(session.id, None)
         self._free(session)

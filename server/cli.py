@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 from server.app import LivegenServer
@@ -18,13 +18,18 @@ from server.http import WEBSOCKET_PATH
 log = logging.getLogger("livegen")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livegen", description="Real-time generative media server."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="serve a pipeline over WebSocket and HTTP")
-    add_arguments(serve_parser, os.environ)
+    add_arguments(serve_parser, environ)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser(os.environ)
     args = vars(parser.parse_args(argv))
     args.pop("command")
     config = ServerConfig(**args)
@@ -34,7 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # websockets logs every HTTP request at INFO; health probes would drown the log.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
     print(f"livegen configuration:\n{config.describe()}", flush=True)
-    return run(serve(config))
+    try:
+        server = LivegenServer(config)
+    except ValueError as exc:  # an unknown pipeline, or options it cannot take
+        parser.error(str(exc))
+    return run(serve(server))
 
 
 def run(main_coroutine: Coroutine[Any, Any, int]) -> int:
@@ -47,12 +56,19 @@ def run(main_coroutine: Coroutine[Any, Any, int]) -> int:
     return result
 
 
-async def serve(config: ServerConfig) -> int:
-    server = LivegenServer(config)
+async def serve(server: LivegenServer) -> int:
+    config = server.config
     await server.start()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if server.draining:
+            log.warning("second signal: exiting without waiting for the drain")
+            os._exit(1)
+        server.request_drain()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, server.request_drain)
+        loop.add_signal_handler(signum, on_signal)
     host = f"[{config.host}]" if ":" in config.host else config.host
     print(
         f"livegen serving {config.pipeline} on http://{host}:{server.port}/ "

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,35 +56,20 @@ class ServerConfig:
             messages_per_s=self.messages_per_s,
         )
 
-    @classmethod
-    def from_args(
-        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
-    ) -> ServerConfig:
-        parser = argparse.ArgumentParser(
-            prog="livegen serve", description="Serve a livegen pipeline over WebSocket."
-        )
-        add_arguments(parser, os.environ if environ is None else environ)
-        return cls(**vars(parser.parse_args(argv)))
-
     def describe(self) -> str:
         return "\n".join(f"  {f.name:<18} {getattr(self, f.name)}" for f in fields(self))
 
 
 def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """One flag per field of :class:`ServerConfig`, defaulting to its ``LIVEGEN_*`` variable."""
     for f in fields(ServerConfig):
         env_name = "LIVEGEN_" + f.name.upper()
-        kind = _value_type(f.default)
-        default = kind(environ[env_name]) if env_name in environ else f.default
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
-            type=kind,
-            default=default,
+            # argparse converts a string default with ``type``, so a bad variable
+            # gets the same clear error as a bad flag.
+            type=str if f.default is None else type(f.default),
+            default=environ.get(env_name, f.default),
             help=f"{f.metadata['help']} (env {env_name}, default {f.default})",
         )
-
-
-def _value_type(default: Any) -> Any:
-    if default is MISSING or default is None:
-        return str
-    return type(default) if not isinstance(default, Path) else Path
