@@ -184,7 +184,6 @@ class LivegenServer:
         if isinstance(result, FrameFailed):
             connection.send_error(result.error, result.frame_id)
         else:
-            session.frames_out += 1
             connection.send_frame(result.data, result.received_at)
 
     def request_drain(self) -> None:

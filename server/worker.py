@@ -37,9 +37,8 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class FrameResult:
-    """A packed ``frame.out`` message, ready to send."""
+    """A packed ``frame.out`` message, ready to send; ``received_at`` times the total."""
 
-    frame_id: int
     data: bytes
     received_at: float
 
@@ -211,7 +210,7 @@ class InferenceWorker:
             timings=job.timings_ms,
             dropped=job.session.inbox.dropped,
         )
-        self._deliver(job.session, FrameResult(job.frame_id, pack(message), job.frame.received_at))
+        self._deliver(job.session, FrameResult(pack(message), job.frame.received_at))
 
     def _observe(self, job: _Job, stage: str, seconds: float) -> None:
         job.timings_ms[stage] = round(seconds * 1000.0, 3)

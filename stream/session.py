@@ -28,7 +28,6 @@ class Session:
     # Monotonic deadline while detached; None while a connection holds the session.
     expires_at: float | None = None
     frames_in: int = 0
-    frames_out: int = 0
 
     def offer(self, frame: FrameIn) -> bool:
         """Queue ``frame`` for the pipeline; returns True when an older one was dropped.

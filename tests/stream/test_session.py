@@ -16,7 +16,7 @@ def test_new_session_has_default_params_and_an_empty_inbox() -> None:
     assert session.params == Params()
     assert not session.inbox
     assert (session.last_input, session.expires_at) == (None, None)
-    assert (session.frames_in, session.frames_out) == (0, 0)
+    assert session.frames_in == 0
 
 
 def test_frame_without_an_id_gets_the_input_sequence_number() -> None:
