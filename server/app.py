@@ -76,6 +76,7 @@ class LivegenServer:
             load_static_files(self.config.web_root),
             is_ready=lambda: self.ready.is_set() and not self.draining,
             render_metrics=self.metrics.render,
+            allowed_origins=self.config.origins,
         )
         self._listener = await serve(
             self._handle,

@@ -45,6 +45,9 @@ class ServerConfig:
     messages_per_s: float = _option(
         "sustained messages a second per connection", _DEFAULT_LIMITS.messages_per_s
     )
+    allowed_origins: str = _option(
+        "comma-separated browser origins that may connect besides livegen's own pages, or *", ""
+    )
     web_root: Path = _option("folder served at /", DEFAULT_WEB_ROOT)
     log_level: str = _option("debug, info, warning or error", "info")
 
@@ -55,6 +58,10 @@ class ServerConfig:
             max_image_pixels=self.max_image_pixels,
             messages_per_s=self.messages_per_s,
         )
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset(o.strip() for o in self.allowed_origins.split(",") if o.strip())
 
     def describe(self) -> str:
         return "\n".join(f"  {f.name:<18} {getattr(self, f.name)}" for f in fields(self))

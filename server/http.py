@@ -54,17 +54,19 @@ class Routes:
         static_files: dict[str, tuple[bytes, str]],
         is_ready: Callable[[], bool],
         render_metrics: Callable[[], bytes],
+        allowed_origins: frozenset[str],
     ) -> None:
         self._static = static_files
         self._is_ready = is_ready
         self._render_metrics = render_metrics
+        self._allowed_origins = allowed_origins
 
     def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
         """websockets' ``process_request`` hook: None lets a WebSocket handshake go on."""
         path = urlsplit(request.path).path
         if request.headers.get("Upgrade", "").lower() == "websocket":
             if path == WEBSOCKET_PATH:
-                return None
+                return self._check_origin(request)
             return response(
                 404, f"no WebSocket route {path}; use {WEBSOCKET_PATH}\n".encode(), "text/plain"
             )
@@ -80,3 +82,17 @@ class Routes:
             body, content_type = self._static[path]
             return response(200, body, content_type)
         return response(404, b"not found\n", "text/plain")
+
+    def _check_origin(self, request: Request) -> Response | None:
+        """Refuse browsers on other sites (cross-site WebSocket hijacking).
+
+        Clients that send no Origin (not browsers) and pages served by livegen
+        itself are always let in; other origins only when allowed by name or ``*``.
+        """
+        origin = request.headers.get("Origin")
+        if origin is None or "*" in self._allowed_origins or origin in self._allowed_origins:
+            return None
+        if urlsplit(origin).netloc == request.headers.get("Host"):
+            return None
+        refusal = f"origin {origin} is not allowed; start livegen with --allowed-origins {origin}\n"
+        return response(403, refusal.encode(), "text/plain")

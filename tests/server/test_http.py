@@ -87,3 +87,29 @@ async def test_websocket_on_an_unknown_path_is_refused(start_server):
     with pytest.raises(InvalidStatus) as refused:
         await connect(f"ws://127.0.0.1:{server.port}/elsewhere")
     assert refused.value.response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("allowed", "origin", "accepted"),
+    [
+        ("", None, True),  # not a browser
+        ("", "http://127.0.0.1:{port}", True),  # a page livegen served
+        ("", "https://evil.example", False),
+        ("https://app.example", "https://app.example", True),
+        ("https://app.example, https://b.example", "https://b.example", True),
+        ("https://app.example", "https://evil.example", False),
+        ("*", "https://anything.example", True),
+    ],
+)
+async def test_browser_origins_other_than_livegens_own_need_allowing(
+    start_server, allowed, origin, accepted
+):
+    server = await start_server(allowed_origins=allowed)
+    headers = {} if origin is None else {"Origin": origin.format(port=server.port)}
+    try:
+        async with connect(ws_url(server), additional_headers=headers):
+            status = 101
+    except InvalidStatus as refused:
+        status = refused.response.status_code
+
+    assert status == (101 if accepted else 403)
