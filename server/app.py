@@ -171,7 +171,7 @@ class LivegenServer:
 
     def _free(self, session: Session) -> None:
         session.inbox.take()
-        session.last_input = None
+        session.last_decoded = None
         session.pipeline_state = None
 
     def _deliver_threadsafe(self, session: Session, result: FrameResult | FrameFailed) -> None:

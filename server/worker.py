@@ -139,6 +139,7 @@ class InferenceWorker:
             if image is None:
                 continue
             session = job.session
+            session.last_decoded = job.frame
             if session.pipeline_state is None:
                 session.pipeline_state = self._pipeline.new_state()
             # Params are read now, not when the frame arrived: edits jump ahead of media.

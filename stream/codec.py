@@ -20,6 +20,7 @@ from stream.errors import (
     LimitExceeded,
     MalformedMessage,
     MessageTooBig,
+    ProtocolError,
     UnknownMessageType,
 )
 from stream.limits import Limits
@@ -140,12 +141,16 @@ def _params_update(f: _Fields) -> ParamsUpdate:
 
 
 def _frame(f: _Fields) -> Frame:
-    image = f.take("image", bytes, required=True)
     frame_id = f.take("id", int)
     if frame_id is not None and not 0 <= frame_id <= MAX_FRAME_ID:
         raise InvalidField(f"frame field 'id' must be in [0, 2**63 - 1], got {frame_id}")
-    message = Frame(image=image, id=frame_id, params=f.params())
-    f.done()
+    try:
+        image = f.take("image", bytes, required=True)
+        message = Frame(image=image, id=frame_id, params=f.params())
+        f.done()
+    except ProtocolError as error:
+        error.frame_id = frame_id  # so the client knows which frame was refused
+        raise
     return message
 
 

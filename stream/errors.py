@@ -71,6 +71,8 @@ class ProtocolError(LivegenError):
 
     code: ErrorCode = ErrorCode.MALFORMED_MESSAGE
     close_code: CloseCode | None = None
+    # The id of the frame the error is about, when it is about one.
+    frame_id: int | None = None
 
     def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
         super().__init__(message)

@@ -44,6 +44,8 @@ from stream.messages import (
 
 # Messages queued for a peer that does not read them; past this the connection closes.
 MAX_PENDING_MESSAGES = 256
+# A flood gets one rate_limited error per interval, not one per dropped message.
+RATE_NOTICE_INTERVAL_S = 1.0
 
 
 class ConnectionState(enum.Enum):
@@ -59,6 +61,7 @@ class SessionProtocol:
         self.close_code: CloseCode | None = None
         self.close_reason = ""
         self._rate = TokenBucket(limits.messages_per_s, limits.message_burst, now)
+        self._next_rate_notice = now
         self._outgoing: list[bytes] = []
 
     def receive(self, data: bytes | str, now: float) -> list[Event]:
@@ -67,8 +70,12 @@ class SessionProtocol:
             return []
         try:
             if not self._rate.take(now):
+                if now < self._next_rate_notice:
+                    return []
+                self._next_rate_notice = now + RATE_NOTICE_INTERVAL_S
                 raise LimitExceeded(
-                    f"more than {self.limits.messages_per_s:g} messages a second; message dropped",
+                    f"more than {self.limits.messages_per_s:g} messages a second: messages are "
+                    f"dropped, with this notice at most every {RATE_NOTICE_INTERVAL_S:g} s",
                     code=ErrorCode.RATE_LIMITED,
                 )
             if isinstance(data, str):
@@ -77,7 +84,7 @@ class SessionProtocol:
                 )
             return [self._event(decode_client_message(data, self.limits), now)]
         except ProtocolError as error:
-            self.send_error(error)
+            self.send_error(error, error.frame_id)
             return [PeerErrored(error)]
 
     def _event(self, message: ClientMessage, now: float) -> Event:

@@ -22,8 +22,9 @@ class Session:
     resume_token: str
     params: Params = field(default_factory=Params)
     inbox: LatestBox[FrameIn] = field(default_factory=LatestBox)
-    # The latest input, kept so a params edit can regenerate from it.
-    last_input: FrameIn | None = None
+    # The latest input that decoded (set by the inference thread), kept so a params
+    # edit can regenerate from it; a broken input never replaces a good one.
+    last_decoded: FrameIn | None = None
     pipeline_state: Any = None
     # Monotonic deadline while detached; None while a connection holds the session.
     expires_at: float | None = None
@@ -37,12 +38,11 @@ class Session:
         self.frames_in += 1
         if frame.id is None:
             frame = replace(frame, id=self.frames_in)
-        self.last_input = frame
         return self.inbox.put(frame)
 
     def rerun(self) -> bool:
         """Queue the latest input again (after a params edit); False if there is none."""
-        if self.last_input is None or self.inbox:
+        if self.last_decoded is None or self.inbox:
             return False
-        self.inbox.put(self.last_input)
+        self.inbox.put(self.last_decoded)
         return True

@@ -6,9 +6,11 @@ import asyncio
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from livegen_client import LivegenClient
+from livegen_client import LivegenClient, ServerError
+from stream.errors import ErrorCode
 from stream.messages import SessionStarted
 from tests.helpers import WAIT_S, make_pixels, ws_url
 
@@ -98,3 +100,18 @@ async def test_sixteen_concurrent_sessions_each_get_their_own_frames(start_serve
 
     assert results == [[seed] * 5 for seed in range(16)]
     assert server.metrics.frames_out._value.get() == 16 * 5
+
+
+async def test_a_broken_frame_does_not_replace_the_input_a_params_edit_reruns(start_server, jpeg):
+    server = await start_server()
+    async with await LivegenClient.connect(ws_url(server)) as client:
+        await client.send_frame(jpeg(seed=1), frame_id=1)
+        await asyncio.wait_for(client.next_frame(), WAIT_S)
+        await client.send_frame(b"not an image", frame_id=2)
+        with pytest.raises(ServerError) as refused:
+            await asyncio.wait_for(client.next_frame(), WAIT_S)
+        await client.update_params(prompt="again")
+        rerun = await asyncio.wait_for(client.next_frame(), WAIT_S)
+
+    assert (refused.value.code, refused.value.frame_id) == (ErrorCode.INVALID_IMAGE, 2)
+    assert rerun.id == 1

@@ -216,9 +216,32 @@ def test_messages_beyond_the_burst_are_rate_limited_until_tokens_refill() -> Non
         assert isinstance(protocol.receive(FRAME, now=0.0)[0], FrameIn)
     events = protocol.receive(FRAME, now=0.0)
     message = assert_refused(protocol, events, ErrorCode.RATE_LIMITED)
-    assert message.message == "more than 10 messages a second; message dropped"
+    assert message.message.startswith("more than 10 messages a second: messages are dropped")
     assert protocol.state is ConnectionState.OPEN
     assert isinstance(protocol.receive(FRAME, now=0.1)[0], FrameIn)
+
+
+def test_a_flood_gets_one_rate_limited_notice_a_second_not_one_per_message() -> None:
+    protocol = open_protocol(Limits(messages_per_s=1.0, message_burst=1))
+    notices = []
+    for tick in range(30):  # 100 ms apart: ten messages a second against one allowed
+        protocol.receive(FRAME, now=0.1 * (tick + 1))
+        notices += [m for m in sent(protocol) if isinstance(m, Error)]
+
+    # A notice at 0.1 s, 1.1 s and 2.1 s; the allowed messages at 1.0, 2.0 and 3.0 s.
+    assert [notice.code for notice in notices] == [ErrorCode.RATE_LIMITED] * 3
+    assert protocol.state is ConnectionState.OPEN
+
+
+def test_errors_in_a_frame_message_carry_its_id() -> None:
+    protocol = open_protocol()
+    data = msgpack.packb({"type": "frame", "id": 5, "image": b"x", "params": {"quality": 0}})
+    [event] = protocol.receive(data, now=1.0)
+    [message] = sent(protocol)
+
+    assert isinstance(event, PeerErrored)
+    assert (message.code, message.id) == (ErrorCode.INVALID_PARAMS, 5)
+    assert "quality" in message.message
 
 
 def test_send_error_carries_the_frame_id_and_a_fatal_one_closes() -> None:
