@@ -75,6 +75,7 @@ class LivegenServer:
         routes = Routes(
             load_static_files(self.config.web_root),
             is_ready=lambda: self.ready.is_set() and not self.draining,
+            is_draining=lambda: self.draining,
             render_metrics=self.metrics.render,
             allowed_origins=self.config.origins,
         )
@@ -192,13 +193,16 @@ class LivegenServer:
         self._spawn(self.drain())
 
     async def drain(self) -> None:
-        """Stop accepting, tell sessions, finish in-flight frames, close, stop."""
+        """Stop accepting, tell sessions, finish in-flight frames, close, stop.
+
+        The port stays open until the end so that /readyz can answer 503 and new
+        WebSocket handshakes get a clear 503 instead of a refused connection.
+        """
         if self.draining:
             return
         self.draining = True
         assert self._listener is not None
         log.info("draining: %d connections", len(self.connections))
-        self._listener.close(close_connections=False)
         for connection in self.connections:
             connection.send(SessionClosing(reason="shutdown"))
         if self.ready.is_set() and not await asyncio.to_thread(
@@ -209,6 +213,7 @@ class LivegenServer:
             )
         for connection in list(self.connections):
             connection.close(CloseCode.GOING_AWAY, "server shutting down")
+        self._listener.close()
         await self._listener.wait_closed()
         others = self._tasks - {asyncio.current_task()}
         for task in others:
@@ -216,6 +221,7 @@ class LivegenServer:
         await asyncio.gather(*others, return_exceptions=True)
         if self.ready.is_set():
             await asyncio.to_thread(self.worker.stop)
+        log.info("stopped")
         self._stopped.set()
 
     async def wait_stopped(self) -> None:

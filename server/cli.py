@@ -58,7 +58,11 @@ def run(main_coroutine: Coroutine[Any, Any, int]) -> int:
 
 async def serve(server: LivegenServer) -> int:
     config = server.config
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:  # most often: the port is taken
+        log.error("cannot listen on %s port %d: %s", config.host, config.port, exc.strerror or exc)
+        return 1
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:

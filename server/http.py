@@ -53,11 +53,13 @@ class Routes:
         self,
         static_files: dict[str, tuple[bytes, str]],
         is_ready: Callable[[], bool],
+        is_draining: Callable[[], bool],
         render_metrics: Callable[[], bytes],
         allowed_origins: frozenset[str],
     ) -> None:
         self._static = static_files
         self._is_ready = is_ready
+        self._is_draining = is_draining
         self._render_metrics = render_metrics
         self._allowed_origins = allowed_origins
 
@@ -65,11 +67,15 @@ class Routes:
         """websockets' ``process_request`` hook: None lets a WebSocket handshake go on."""
         path = urlsplit(request.path).path
         if request.headers.get("Upgrade", "").lower() == "websocket":
+            if path == WEBSOCKET_PATH and self._is_draining():
+                return response(503, b"server is shutting down\n", "text/plain")
             if path == WEBSOCKET_PATH:
                 return self._check_origin(request)
             return response(
                 404, f"no WebSocket route {path}; use {WEBSOCKET_PATH}\n".encode(), "text/plain"
             )
+        if path == WEBSOCKET_PATH:
+            return response(426, b"connect with a WebSocket client\n", "text/plain")
         if path == "/healthz":
             return response(200, b"ok\n", "text/plain")
         if path == "/readyz":

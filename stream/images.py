@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import simplejpeg
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from stream.errors import ImageTooLarge, InvalidImage
 from stream.params import ImageFormat
@@ -61,6 +61,8 @@ def _decode_with_pillow(data: bytes, max_pixels: int) -> np.ndarray:
     except Image.DecompressionBombError as exc:
         # PIL refuses images far over its own limit before we can count their pixels.
         raise ImageTooLarge(f"image is over the pixel limit of {max_pixels}: {exc}") from None
+    except UnidentifiedImageError:
+        raise InvalidImage("image does not decode: not a JPEG, PNG or WebP file") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImage(f"image does not decode: {exc}") from None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,6 +50,17 @@ async def wait_until(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(WAIT_S):
         while not condition():  # noqa: ASYNC110 - there is no event to wait on
             await asyncio.sleep(0.01)
+
+
+async def get(url: str) -> tuple[int, str, bytes]:
+    def fetch() -> tuple[int, str, bytes]:
+        try:
+            with urllib.request.urlopen(url, timeout=WAIT_S) as response:
+                return response.status, response.headers["Content-Type"], response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers["Content-Type"], error.read()
+
+    return await asyncio.to_thread(fetch)
 
 
 def ws_url(server: LivegenServer) -> str:

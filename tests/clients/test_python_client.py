@@ -23,7 +23,8 @@ async def test_cli_sends_an_image_and_saves_the_result(start_server, tmp_path, c
 
     assert status == 0
     assert capsys.readouterr().out.strip() == str(saved)
-    assert np.array_equal(np.asarray(Image.open(saved)), make_pixels(80, 48, seed=4))
+    with Image.open(saved) as image:
+        assert np.array_equal(np.asarray(image), make_pixels(80, 48, seed=4))
 
 
 async def test_cli_reports_a_refused_image_and_fails(start_server, tmp_path, capsys):
@@ -35,3 +36,18 @@ async def test_cli_reports_a_refused_image_and_fails(start_server, tmp_path, cap
 
     assert status == 1
     assert "invalid_image" in capsys.readouterr().err
+
+
+async def test_cli_takes_the_output_format_from_the_out_suffix(start_server, tmp_path):
+    server = await start_server()
+    source = tmp_path / "photo.jpg"
+    source.write_bytes(encode(make_pixels(64, 64, seed=5)))
+    out = tmp_path / "result.webp"
+
+    status = await asyncio.to_thread(
+        main, [str(source), "--url", ws_url(server), "--out", str(out)]
+    )
+
+    assert status == 0
+    with Image.open(out) as saved:
+        assert saved.format == "WEBP"

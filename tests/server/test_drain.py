@@ -8,12 +8,13 @@ import signal
 import sys
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from livegen_client import LivegenClient
 from stream.errors import CloseCode
 from stream.messages import FrameOut, SessionClosing
-from tests.helpers import WAIT_S, GatedPipeline, ws_url
+from tests.helpers import WAIT_S, GatedPipeline, get, http_url, ws_url
 
 
 async def test_drain_finishes_the_in_flight_frame_then_closes_going_away(start_server, jpeg):
@@ -25,6 +26,9 @@ async def test_drain_finishes_the_in_flight_frame_then_closes_going_away(start_s
 
     drain = asyncio.create_task(server.drain())
     closing = await asyncio.wait_for(client.recv(), WAIT_S)
+    readiness = await get(http_url(server, "/readyz"))
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(ws_url(server))
     pipeline.gate.set()
     finished = await asyncio.wait_for(client.recv(), WAIT_S)
     with pytest.raises(ConnectionClosed) as closed:
@@ -32,6 +36,8 @@ async def test_drain_finishes_the_in_flight_frame_then_closes_going_away(start_s
     await asyncio.wait_for(drain, WAIT_S)
 
     assert isinstance(closing, SessionClosing) and closing.reason == "shutdown"
+    assert readiness[0] == 503
+    assert refused.value.response.status_code == 503
     assert isinstance(finished, FrameOut) and finished.id == 3
     assert closed.value.rcvd.code == CloseCode.GOING_AWAY
 

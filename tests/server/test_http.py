@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import urllib.error
-import urllib.request
 
 import pytest
 from websockets.asyncio.client import connect
@@ -16,18 +14,7 @@ from pipelines.base import PipelineOptions
 from pipelines.passthrough import PassthroughPipeline
 from server.app import LivegenServer
 from server.config import ServerConfig
-from tests.helpers import WAIT_S, http_url, ws_url
-
-
-async def get(url: str) -> tuple[int, str, bytes]:
-    def fetch() -> tuple[int, str, bytes]:
-        try:
-            with urllib.request.urlopen(url, timeout=WAIT_S) as response:
-                return response.status, response.headers["Content-Type"], response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.headers["Content-Type"], error.read()
-
-    return await asyncio.to_thread(fetch)
+from tests.helpers import WAIT_S, get, http_url, ws_url
 
 
 class SlowWarmup(PassthroughPipeline):
@@ -113,3 +100,10 @@ async def test_browser_origins_other_than_livegens_own_need_allowing(
         status = refused.response.status_code
 
     assert status == (101 if accepted else 403)
+
+
+async def test_a_plain_get_on_the_websocket_path_asks_for_an_upgrade(start_server):
+    server = await start_server()
+    status, _, body = await get(http_url(server, "/ws"))
+
+    assert status == 426 and b"WebSocket" in body

@@ -14,19 +14,20 @@ from tests.helpers import WAIT_S, FailingPipeline, wait_until, ws_url
 
 async def test_reconnect_resumes_the_session_with_its_params(start_server, jpeg):
     server = await start_server()
-    first = await LivegenClient.connect(ws_url(server), params={"prompt": "a red fox"})
-    await first.send_frame(jpeg(seed=1))
-    await asyncio.wait_for(first.next_frame(), WAIT_S)
-    await first.websocket.close()  # the network drops; the session is not ended
+    client = await LivegenClient.connect(ws_url(server), params={"prompt": "a red fox"})
+    session_id = client.session_id
+    await client.send_frame(jpeg(seed=1))
+    await asyncio.wait_for(client.next_frame(), WAIT_S)
+    await client.websocket.close()  # the network drops; the session is not ended
     await wait_until(lambda: not server.attached)
 
-    resumed = await first.reconnect()
-    await resumed.send_frame(jpeg(seed=2))
-    frame = await asyncio.wait_for(resumed.next_frame(), WAIT_S)
-    await resumed.close()
+    await client.reconnect()
+    await client.send_frame(jpeg(seed=2))
+    frame = await asyncio.wait_for(client.next_frame(), WAIT_S)
+    await client.close()
 
-    assert resumed.session_id == first.session_id and resumed.started.resumed
-    assert resumed.started.params["prompt"] == "a red fox"
+    assert client.session_id == session_id and client.started.resumed
+    assert client.started.params["prompt"] == "a red fox"
     assert frame.id == 2  # the input sequence carried on across connections
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from livegen_client.client import LivegenClient, ServerError
 
 EXTENSIONS = {"image/jpeg": ".jpg", "image/webp": ".webp", "image/png": ".png"}
+FORMATS_BY_SUFFIX = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".png": "png"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,8 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strength", type=float)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--format", dest="output_format", choices=("jpeg", "webp", "png"))
+    parser.add_argument(
+        "--format",
+        dest="output_format",
+        choices=("jpeg", "webp", "png"),
+        help="output format (default: from the --out suffix, else jpeg)",
+    )
     args = parser.parse_args(argv)
+    if args.output_format is None and args.out is not None:
+        args.output_format = FORMATS_BY_SUFFIX.get(args.out.suffix.lower())
     params = {
         name: getattr(args, name)
         for name in ("prompt", "strength", "steps", "seed", "output_format")

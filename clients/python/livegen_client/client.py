@@ -82,10 +82,11 @@ class LivegenClient:
             raise
         return cls(url, websocket, reply)
 
-    async def reconnect(self) -> LivegenClient:
-        """Resume this session over a new connection (after a drop)."""
+    async def reconnect(self) -> None:
+        """Resume this session over a new connection, in place (after a drop)."""
         await self.websocket.close()
-        return await LivegenClient.connect(self.url, resume=(self.session_id, self.resume_token))
+        fresh = await LivegenClient.connect(self.url, resume=(self.session_id, self.resume_token))
+        self.websocket, self.started = fresh.websocket, fresh.started
 
     async def update_params(self, **params: Any) -> None:
         await self.websocket.send(pack(ParamsUpdate(params=params)))
