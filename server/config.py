@@ -45,6 +45,9 @@ class ServerConfig:
     messages_per_s: float = _option(
         "sustained messages a second per connection", _DEFAULT_LIMITS.messages_per_s
     )
+    message_burst: int = _option(
+        "messages a connection may send at once above that rate", _DEFAULT_LIMITS.message_burst
+    )
     allowed_origins: str = _option(
         "comma-separated browser origins that may connect besides livegen's own pages, or *", ""
     )
@@ -57,6 +60,7 @@ class ServerConfig:
             max_message_bytes=self.max_message_bytes,
             max_image_pixels=self.max_image_pixels,
             messages_per_s=self.messages_per_s,
+            message_burst=self.message_burst,
         )
 
     @property

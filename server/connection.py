@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,8 @@ from stream.session import Session
 
 if TYPE_CHECKING:
     from server.app import LivegenServer
+
+log = logging.getLogger(__name__)
 
 
 class Connection:
@@ -143,6 +146,11 @@ class Connection:
                         time.perf_counter() - received_at
                     )
                 if self.protocol.state is ConnectionState.CLOSED and not self._wake.is_set():
-                    assert self.protocol.close_code is not None
-                    await self.websocket.close(self.protocol.close_code, self.protocol.close_reason)
+                    code, reason = self.protocol.close_code, self.protocol.close_reason
+                    assert code is not None
+                    if code not in (CloseCode.NORMAL, CloseCode.GOING_AWAY):
+                        log.info(
+                            "closing %s with %d: %s", self.websocket.remote_address, code, reason
+                        )
+                    await self.websocket.close(code, reason)
                     return

@@ -45,3 +45,4 @@ def test_limits_come_from_the_configuration():
 
     assert config.limits.max_image_pixels == 1000
     assert config.limits.messages_per_s == 5.0
+    assert parse([], {"LIVEGEN_MESSAGE_BURST": "7"}).limits.message_burst == 7
