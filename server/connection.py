@@ -146,11 +146,12 @@ class Connection:
                         time.perf_counter() - received_at
                     )
                 if self.protocol.state is ConnectionState.CLOSED and not self._wake.is_set():
-                    code, reason = self.protocol.close_code, self.protocol.close_reason
-                    assert code is not None
-                    if code not in (CloseCode.NORMAL, CloseCode.GOING_AWAY):
-                        log.info(
-                            "closing %s with %d: %s", self.websocket.remote_address, code, reason
-                        )
-                    await self.websocket.close(code, reason)
+                    await self._close_websocket()
                     return
+
+    async def _close_websocket(self) -> None:
+        code, reason = self.protocol.close_code, self.protocol.close_reason
+        assert code is not None
+        if code not in (CloseCode.NORMAL, CloseCode.GOING_AWAY):
+            log.info("closing %s with %d: %s", self.websocket.remote_address, code, reason)
+        await self.websocket.close(code, reason)
