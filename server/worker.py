@@ -175,8 +175,7 @@ class InferenceWorker:
         start = time.perf_counter()
         try:
             outputs = self._pipeline([request for _, request in batch])
-            if len(outputs) != len(batch):
-                raise RuntimeError(f"{len(outputs)} outputs for {len(batch)} requests")
+            _check_outputs(outputs, len(batch))
         except ValueError as exc:
             self._fail(batch, InvalidParams(str(exc)))
             return None
@@ -216,3 +215,13 @@ class InferenceWorker:
     def _observe(self, job: _Job, stage: str, seconds: float) -> None:
         job.timings_ms[stage] = round(seconds * 1000.0, 3)
         self._metrics.stage_seconds.labels(stage).observe(seconds)
+
+
+def _check_outputs(outputs: Sequence[np.ndarray], expected: int) -> None:
+    """Hold a pipeline to its contract, so a bug there fails its batch and nothing else."""
+    if len(outputs) != expected:
+        raise RuntimeError(f"{len(outputs)} outputs for {expected} requests")
+    for output in outputs:
+        if output.dtype != np.uint8 or output.ndim != 3 or output.shape[2] != 3:
+            got = f"{output.dtype} {output.shape}"
+            raise RuntimeError(f"outputs must be (height, width, 3) uint8 arrays, got {got}")

@@ -96,7 +96,10 @@ class GatedPipeline(PassthroughPipeline):
 
 
 class FailingPipeline(PassthroughPipeline):
-    """Passthrough that breaks on the prompt ``explode`` and refuses ``forbidden``."""
+    """Passthrough that fails on the prompts ``explode`` (raises) and ``floats`` (bad output).
+
+    It also refuses the prompt ``forbidden`` in ``check_params``.
+    """
 
     def __init__(self) -> None:
         super().__init__(PipelineOptions(device="cpu"))
@@ -108,4 +111,7 @@ class FailingPipeline(PassthroughPipeline):
     def __call__(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
         if any(request.params.prompt == "explode" for request in requests):
             raise RuntimeError("boom")
-        return super().__call__(requests)
+        outputs = super().__call__(requests)
+        if any(request.params.prompt == "floats" for request in requests):
+            return [output.astype(np.float32) for output in outputs]
+        return outputs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 from websockets.asyncio.client import connect
 
 from livegen_client import LivegenClient, ServerError
@@ -52,9 +53,12 @@ async def test_ready_sessions_share_one_batched_pipeline_call(start_server, jpeg
     assert [frame.id for frame in frames] == [1, 1, 1, 1]
 
 
-async def test_a_failing_batch_reports_to_its_sessions_and_the_server_goes_on(start_server, jpeg):
+@pytest.mark.parametrize(("prompt", "words"), [("explode", "boom"), ("floats", "uint8")])
+async def test_a_failing_batch_reports_to_its_sessions_and_the_server_goes_on(
+    start_server, jpeg, prompt, words
+):
     server = await start_server(FailingPipeline())
-    async with await LivegenClient.connect(ws_url(server), params={"prompt": "explode"}) as client:
+    async with await LivegenClient.connect(ws_url(server), params={"prompt": prompt}) as client:
         await client.send_frame(jpeg(seed=0), frame_id=5)
         try:
             await asyncio.wait_for(client.next_frame(), WAIT_S)
@@ -65,7 +69,7 @@ async def test_a_failing_batch_reports_to_its_sessions_and_the_server_goes_on(st
         recovered = await asyncio.wait_for(client.next_frame(), WAIT_S)
 
     assert failure.code == ErrorCode.PIPELINE_FAILED and failure.frame_id == 5
-    assert "boom" in str(failure)
+    assert words in str(failure)
     assert recovered.id == 6
 
 
