@@ -1,11 +1,11 @@
-"""A client written from the README alone: plain websockets and msgpack, no livegen imports.
-
-If this test breaks, the README's protocol section no longer tells the truth.
+"""The README tells the truth: a client written from its protocol section alone
+(plain websockets and msgpack, no livegen imports), and its Python example as written.
 """
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import msgpack
 from websockets.asyncio.client import connect
@@ -61,3 +61,17 @@ async def test_the_readme_resume(start_server):
 
     assert resumed["type"] == "session.started" and resumed["resumed"] is True
     assert resumed["session_id"] == started["session_id"]
+
+
+async def test_the_readme_python_example_runs_as_written(start_server, jpeg, tmp_path, monkeypatch):
+    server = await start_server()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "sketch.jpg").write_bytes(jpeg(seed=3))
+    monkeypatch.chdir(tmp_path)
+
+    code = example.replace("ws://127.0.0.1:8000/ws", ws_url(server))
+    await asyncio.to_thread(exec, compile(code, "README.md", "exec"), {"__name__": "readme"})
+
+    assert (tmp_path / "out.jpg").read_bytes().startswith(b"\xff\xd8")
+    assert (tmp_path / "owl.jpg").read_bytes().startswith(b"\xff\xd8")
