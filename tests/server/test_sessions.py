@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -108,3 +109,25 @@ async def test_a_refused_resume_leaves_the_session_detached_to_expire(start_serv
     await wait_until(lambda: len(server.sessions) == 0)
 
     assert refused.value.code == ErrorCode.INVALID_PARAMS
+
+
+async def test_fifty_sessions_come_and_go_without_leaving_anything_behind(start_server, jpeg):
+    server = await start_server(session_grace_s=0.1)
+    warm = await LivegenClient.connect(ws_url(server))  # start the codec threads once
+    await warm.send_frame(jpeg(seed=0))
+    await asyncio.wait_for(warm.next_frame(), WAIT_S)
+    await warm.close()
+    await wait_until(lambda: not server.connections)
+    tasks, threads = len(asyncio.all_tasks()), threading.active_count()
+
+    for cycle in range(50):
+        client = await LivegenClient.connect(ws_url(server))
+        await client.send_frame(jpeg(seed=cycle))
+        await asyncio.wait_for(client.next_frame(), WAIT_S)
+        # Half end their session, half just drop the socket and expire.
+        await client.close(end_session=cycle % 2 == 0)
+    await wait_until(lambda: not server.sessions and not server.connections)
+
+    assert not server.attached
+    assert len(asyncio.all_tasks()) == tasks
+    assert threading.active_count() == threads
