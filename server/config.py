@@ -33,6 +33,9 @@ class ServerConfig:
     dtype: str = _option("torch dtype: auto, float16, bfloat16 or float32", "auto")
     max_sessions: int = _option("sessions held at once, attached or in their grace period", 64)
     session_grace_s: float = _option("how long a disconnected session is kept for resume", 30.0)
+    session_start_timeout_s: float = _option(
+        "how long a new connection may wait before its session.start", 10.0
+    )
     max_batch: int = _option("most requests the pipeline runs in one call", 8)
     codec_threads: int = _option("threads for image decode and encode", min(4, os.cpu_count() or 1))
     drain_timeout_s: float = _option("on SIGTERM, how long to wait for in-flight frames", 10.0)

@@ -48,6 +48,9 @@ class Connection:
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop())
+        start_deadline = asyncio.get_running_loop().call_later(
+            self.app.config.session_start_timeout_s, self._check_started
+        )
         try:
             async for data in self.websocket:
                 for event in self.protocol.receive(data, time.perf_counter()):
@@ -58,6 +61,7 @@ class Connection:
         except ConnectionClosed:
             pass
         finally:
+            start_deadline.cancel()
             self.app.detach(self)
             if self.protocol.state is ConnectionState.CLOSED:
                 # Let the sender flush the error and close with the protocol's code.
@@ -86,6 +90,12 @@ class Connection:
         """Close after everything already queued has been sent."""
         self.protocol.close(code, reason)
         self._wake.set()
+
+    def _check_started(self) -> None:
+        """An idle connection without a session only holds resources: close it."""
+        if self.protocol.state is ConnectionState.AWAITING_START:
+            timeout = self.app.config.session_start_timeout_s
+            self.close(CloseCode.POLICY_VIOLATION, f"no session started within {timeout:g} s")
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, PeerErrored):

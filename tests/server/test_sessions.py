@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import pytest
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from livegen_client import LivegenClient, ServerError
@@ -131,3 +132,13 @@ async def test_fifty_sessions_come_and_go_without_leaving_anything_behind(start_
     assert not server.attached
     assert len(asyncio.all_tasks()) == tasks
     assert threading.active_count() == threads
+
+
+async def test_a_connection_that_never_starts_a_session_is_closed(start_server):
+    server = await start_server(session_start_timeout_s=0.2)
+    async with connect(ws_url(server)) as websocket:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(websocket.recv(), WAIT_S)
+
+    assert closed.value.rcvd.code == CloseCode.POLICY_VIOLATION
+    assert "no session started" in closed.value.rcvd.reason
