@@ -8,10 +8,11 @@ files. Static files are read once at start, so no request touches the disk.
 from __future__ import annotations
 
 import http
+import ipaddress
 import mimetypes
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
@@ -92,13 +93,27 @@ class Routes:
     def _check_origin(self, request: Request) -> Response | None:
         """Refuse browsers on other sites (cross-site WebSocket hijacking).
 
-        Clients that send no Origin (not browsers) and pages served by livegen
-        itself are always let in; other origins only when allowed by name or ``*``.
+        Clients that send no Origin (not browsers) and pages livegen served from an
+        IP address or localhost are let in; other origins only when allowed by name
+        or ``*`` (a deployment under a domain name lists its own origin).
         """
         origin = request.headers.get("Origin")
         if origin is None or "*" in self._allowed_origins or origin in self._allowed_origins:
             return None
-        if urlsplit(origin).netloc == request.headers.get("Host"):
+        # Same origin counts only for addresses and localhost: a domain name can be
+        # rebound by its owner to this machine, making Origin and Host agree.
+        origin_url = urlsplit(origin)
+        if origin_url.netloc == request.headers.get("Host") and _not_rebindable(origin_url):
             return None
         refusal = f"origin {origin} is not allowed; start livegen with --allowed-origins {origin}\n"
         return response(403, refusal.encode(), "text/plain")
+
+
+def _not_rebindable(url: SplitResult) -> bool:
+    if url.hostname == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(url.hostname or "")
+    except ValueError:
+        return False
+    return True

@@ -93,6 +93,10 @@ async def test_browser_origins_other_than_livegens_own_need_allowing(
 ):
     server = await start_server(allowed_origins=allowed)
     headers = {} if origin is None else {"Origin": origin.format(port=server.port)}
+    await check_handshake(server, headers, accepted)
+
+
+async def check_handshake(server, headers: dict[str, str], accepted: bool) -> None:
     try:
         async with connect(ws_url(server), additional_headers=headers):
             status = 101
@@ -107,3 +111,23 @@ async def test_a_plain_get_on_the_websocket_path_asks_for_an_upgrade(start_serve
     status, _, body = await get(http_url(server, "/ws"))
 
     assert status == 426 and b"WebSocket" in body
+
+
+async def test_a_rebound_domain_cannot_pass_as_livegens_own_origin(start_server):
+    # DNS rebinding: the attacker's name resolves to this machine, so the browser
+    # sends an Origin and a Host that agree. Only addresses and localhost count.
+    server = await start_server()
+    url = f"ws://evil.example:{server.port}/ws"
+    headers = {"Origin": f"http://evil.example:{server.port}"}
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, host="127.0.0.1", port=server.port, additional_headers=headers):
+            pass
+    async with connect(
+        f"ws://localhost:{server.port}/ws",
+        host="127.0.0.1",
+        port=server.port,
+        additional_headers={"Origin": f"http://localhost:{server.port}"},
+    ):
+        pass
+
+    assert refused.value.response.status_code == 403
