@@ -137,6 +137,10 @@ class LivegenServer:
         except ValueError as exc:
             raise InvalidParams(str(exc)) from None
         if session is None:
+            evicted = self.sessions.make_room()
+            if evicted is not None:
+                log.info("session %s evicted from its grace period to make room", evicted.id)
+                self._free(evicted)
             session = self.sessions.create(params)
         self.sessions.attach(session)
         session.params = params

@@ -26,6 +26,22 @@ class SessionRegistry:
     def __iter__(self) -> Iterator[Session]:
         return iter(list(self._sessions.values()))
 
+    def make_room(self) -> Session | None:
+        """At capacity, remove and return the detached session nearest its expiry.
+
+        A detached session is only kept in case its client comes back; a client
+        that is here now comes first. Without this, a client that opens and drops
+        sessions could keep everyone else out for a grace period at a time.
+        """
+        if len(self._sessions) < self.max_sessions:
+            return None
+        detached = [s for s in self._sessions.values() if s.expires_at is not None]
+        if not detached:
+            return None
+        evicted = min(detached, key=lambda s: s.expires_at or 0.0)
+        del self._sessions[evicted.id]
+        return evicted
+
     def create(self, params: Params) -> Session:
         if len(self._sessions) >= self.max_sessions:
             raise ServerBusy(f"the server holds its maximum of {self.max_sessions} sessions")

@@ -142,3 +142,19 @@ async def test_a_connection_that_never_starts_a_session_is_closed(start_server):
 
     assert closed.value.rcvd.code == CloseCode.POLICY_VIOLATION
     assert "no session started" in closed.value.rcvd.reason
+
+
+async def test_a_full_server_makes_room_by_evicting_dropped_sessions(start_server):
+    server = await start_server(max_sessions=2, session_grace_s=60)
+    dropped = [await LivegenClient.connect(ws_url(server)) for _ in range(2)]
+    for client in dropped:
+        await client.close(end_session=False)
+    await wait_until(lambda: not server.attached)
+
+    newcomer = await LivegenClient.connect(ws_url(server))
+    with pytest.raises(ServerError) as refused:
+        first = dropped[0]
+        await LivegenClient.connect(ws_url(server), resume=(first.session_id, first.resume_token))
+    await newcomer.close()
+
+    assert refused.value.code == ErrorCode.SESSION_NOT_FOUND  # it made room for the newcomer

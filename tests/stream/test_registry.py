@@ -108,3 +108,25 @@ def test_sessions_can_be_removed_while_iterating() -> None:
     for session in registry:
         registry.remove(session)
     assert len(registry) == 0
+
+
+def test_make_room_at_capacity_evicts_the_detached_session_nearest_expiry() -> None:
+    registry = SessionRegistry(grace_s=30.0, max_sessions=3)
+    attached, later, sooner = (registry.create(Params()) for _ in range(3))
+    registry.detach(later, now=20.0)
+    registry.detach(sooner, now=10.0)
+
+    assert registry.make_room() is sooner
+    assert registry.make_room() is None  # room now: nothing more goes
+    registry.create(Params())
+    assert registry.make_room() is later
+    assert attached in list(registry)
+
+
+def test_make_room_never_evicts_attached_sessions() -> None:
+    registry = SessionRegistry(grace_s=30.0, max_sessions=2)
+    registry.create(Params())
+    registry.create(Params())
+
+    assert registry.make_room() is None
+    assert len(registry) == 2
