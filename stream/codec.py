@@ -39,6 +39,8 @@ from stream.messages import (
 from stream.params import parse_params_patch
 
 MAX_FRAME_ID = 2**63 - 1
+# Plain words for msgpack errors whose own text says little to a client author.
+_MSGPACK_HINTS: dict[type[Exception], str] = {msgpack.StackError: "nested too deeply"}
 
 
 def pack(message: ClientMessage | ServerMessage) -> bytes:
@@ -66,7 +68,7 @@ def unpack_map(data: bytes, limits: Limits) -> dict[str, Any]:
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         if "exceeds max_" in str(exc):
             raise LimitExceeded(f"message breaks a protocol limit: {exc}") from None
-        detail = str(exc) or type(exc).__name__
+        detail = _MSGPACK_HINTS.get(type(exc)) or str(exc) or type(exc).__name__
         raise MalformedMessage(f"message is not valid msgpack: {detail}") from None
     if not isinstance(wire, dict):
         raise MalformedMessage(f"message must be a msgpack map, got {type(wire).__name__}")
@@ -81,7 +83,8 @@ def decode_client_message(data: bytes, limits: Limits) -> ClientMessage:
     parser = _CLIENT_PARSERS.get(kind) if isinstance(kind, str) else None
     if parser is None:
         known = ", ".join(_CLIENT_PARSERS)
-        raise UnknownMessageType(f"unknown message type {kind!r}; known types: {known}")
+        # The type is the client's own text: echo only enough of it to recognise.
+        raise UnknownMessageType(f"unknown message type {repr(kind)[:64]}; known types: {known}")
     return parser(_Fields(kind, wire))
 
 

@@ -34,7 +34,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         try:
             height, width, _, _ = simplejpeg.decode_jpeg_header(data)
         except ValueError as exc:
-            raise InvalidImage(f"image does not decode: {exc}") from None
+            raise InvalidImage("image does not decode: its JPEG header is broken") from None
         _check_pixels(width, height, max_pixels)
         try:
             pixels: np.ndarray = simplejpeg.decode_jpeg(data, colorspace="RGB")
@@ -58,9 +58,9 @@ def _decode_with_pillow(data: bytes, max_pixels: int) -> np.ndarray:
         if image.mode != "RGB":
             image = image.convert("RGB")
         return np.asarray(image)
-    except Image.DecompressionBombError as exc:
+    except Image.DecompressionBombError:
         # PIL refuses images far over its own limit before we can count their pixels.
-        raise ImageTooLarge(f"image is over the pixel limit of {max_pixels}: {exc}") from None
+        raise ImageTooLarge(f"image is over the pixel limit of {max_pixels}") from None
     except UnidentifiedImageError:
         raise InvalidImage("image does not decode: not a JPEG, PNG or WebP file") from None
     except (OSError, SyntaxError, ValueError) as exc:
