@@ -33,7 +33,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     if data.startswith(JPEG_MAGIC):
         try:
             height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-        except ValueError as exc:
+        except ValueError:
             raise InvalidImage("image does not decode: its JPEG header is broken") from None
         _check_pixels(width, height, max_pixels)
         try:
