@@ -21,7 +21,7 @@ import numpy as np
 from pipelines.base import FrameRequest, Pipeline
 from server.metrics import Metrics
 from stream.codec import pack
-from stream.errors import ErrorCode, InvalidParams, ProtocolError
+from stream.errors import ErrorCode, InvalidImage, InvalidParams, ProtocolError
 from stream.events import FrameIn
 from stream.images import CONTENT_TYPES, decode_image, encode_image
 from stream.limits import Limits
@@ -198,9 +198,14 @@ class InferenceWorker:
         job, request, output = item
         start = time.perf_counter()
         params = request.params
-        image = encode_image(output, params.output_format, params.quality)
-        self._observe(job, "encode", time.perf_counter() - start)
         height, width = output.shape[:2]
+        try:
+            image = encode_image(output, params.output_format, params.quality)
+        except (ValueError, OSError):  # dimensions the format cannot hold
+            refusal = f"a {width}x{height} frame cannot be written as {params.output_format}"
+            self._deliver(job.session, FrameFailed(job.frame_id, InvalidImage(refusal)))
+            return
+        self._observe(job, "encode", time.perf_counter() - start)
         message = FrameOut(
             image=image,
             content_type=CONTENT_TYPES[params.output_format],
