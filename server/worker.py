@@ -82,6 +82,7 @@ class InferenceWorker:
         self._metrics = metrics
         self._deliver = deliver
         self._max_batch = max(1, min(max_batch, pipeline.max_batch_size))
+        self._codec_threads = codec_threads
         self._codec = ThreadPoolExecutor(codec_threads, thread_name_prefix="livegen-codec")
         self._cond = threading.Condition()
         # Ordered set: sessions are served in the order their inputs arrived.
@@ -156,10 +157,21 @@ class InferenceWorker:
                 )
 
     def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        # One item runs inline: a hop to the pool costs more than it saves.
-        if len(items) == 1:
-            return [fn(items[0])]
-        return list(self._codec.map(fn, items))
+        """``fn`` over ``items`` in order, in one chunk per codec thread.
+
+        The first chunk runs here on the inference thread, which would otherwise
+        only wait: one item never leaves it, and each hop to a thread is one
+        wake-up per chunk rather than per item.
+        """
+        if not items:
+            return []
+        size = -(-len(items) // self._codec_threads)
+        chunks = [items[start : start + size] for start in range(0, len(items), size)]
+        later = [self._codec.submit(_apply, fn, chunk) for chunk in chunks[1:]]
+        results = _apply(fn, chunks[0])
+        for future in later:
+            results.extend(future.result())
+        return results
 
     def _decode(self, job: _Job) -> np.ndarray | None:
         start = time.perf_counter()
@@ -230,3 +242,7 @@ def _check_outputs(outputs: Sequence[np.ndarray], expected: int) -> None:
         if output.dtype != np.uint8 or output.ndim != 3 or output.shape[2] != 3:
             got = f"{output.dtype} {output.shape}"
             raise RuntimeError(f"outputs must be (height, width, 3) uint8 arrays, got {got}")
+
+
+def _apply(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    return [fn(item) for item in items]
