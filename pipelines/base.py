@@ -9,13 +9,14 @@ group with at most :attr:`Pipeline.max_batch_size` requests.
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
 
 import numpy as np
 import torch
 
+from pipelines.caches import CacheStats
 from stream.params import Params
 
 
@@ -26,6 +27,13 @@ class PipelineOptions:
     model: str | None = None
     device: str = "auto"
     dtype: str = "auto"
+    # Folder or hub id of a tiny autoencoder (TAESD) used in place of the model's VAE.
+    tiny_vae: str | None = None
+    # LoRA adapters loaded once at start, by the name sessions pick them with.
+    loras: Mapping[str, str] = field(default_factory=dict)
+    channels_last: bool = False
+    compile: bool = False
+    prompt_cache_size: int = 256
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,10 +64,22 @@ class FrameRequest:
 class Pipeline(abc.ABC):
     name: str
     max_batch_size: int = 8
+    # True when a request without an input image means something (text-to-image).
+    text_to_image: bool = False
 
     def __init__(self, options: PipelineOptions) -> None:
         self.options = options
         self.device = resolve_device(options.device)
+
+    @classmethod
+    def load(cls, options: PipelineOptions) -> Self:
+        """Load whatever the pipeline needs (weights); slow, called once at start."""
+        return cls(options)
+
+    @property
+    def default_params(self) -> Params:
+        """What a new session starts from before its own params apply."""
+        return Params()
 
     @abc.abstractmethod
     def warmup(self) -> None:
@@ -68,6 +88,10 @@ class Pipeline(abc.ABC):
     def new_state(self) -> Any:
         """Per-session state (caches); None when the pipeline keeps none."""
         return None
+
+    def cache_stats(self) -> Mapping[str, CacheStats]:
+        """Hit and miss counters of each cache, by name, for the metrics."""
+        return {}
 
     def check_params(self, params: Params) -> None:  # noqa: B027 - accepting all is a default
         """Raise ``ValueError`` naming the problem if this pipeline cannot serve ``params``."""

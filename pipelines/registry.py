@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pipelines.base import Pipeline, PipelineOptions
+from pipelines.lcm import LCMPipeline
 from pipelines.passthrough import PassthroughPipeline
+from pipelines.sd_turbo import SDTurboPipeline
 
 _PIPELINES: dict[str, type[Pipeline]] = {
-    PassthroughPipeline.name: PassthroughPipeline,
+    cls.name: cls for cls in (PassthroughPipeline, SDTurboPipeline, LCMPipeline)
 }
 
 
@@ -21,4 +23,4 @@ def create_pipeline(name: str, options: PipelineOptions) -> Pipeline:
         raise ValueError(
             f"unknown pipeline {name!r}; available: {', '.join(pipeline_names())}"
         ) from None
-    return cls(options)
+    return cls.load(options)

@@ -15,7 +15,7 @@ from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from pipelines import Pipeline, PipelineOptions, create_pipeline
+from pipelines import Pipeline, create_pipeline
 from server.config import ServerConfig
 from server.connection import Connection
 from server.http import Routes, load_static_files
@@ -24,7 +24,6 @@ from server.worker import FrameFailed, FrameResult, InferenceWorker
 from stream.errors import CloseCode, InvalidParams
 from stream.events import StartRequested
 from stream.messages import SessionClosing, SessionStarted
-from stream.params import Params
 from stream.registry import SessionRegistry
 from stream.session import Session
 
@@ -39,11 +38,8 @@ class LivegenServer:
         self.sessions = SessionRegistry(
             grace_s=config.session_grace_s, max_sessions=config.max_sessions
         )
-        self.metrics = Metrics(self.sessions)
-        self.pipeline = pipeline or create_pipeline(
-            config.pipeline,
-            PipelineOptions(model=config.model, device=config.device, dtype=config.dtype),
-        )
+        self.pipeline = pipeline or create_pipeline(config.pipeline, config.pipeline_options)
+        self.metrics = Metrics(self.sessions, self.pipeline.cache_stats)
         self.worker = InferenceWorker(
             self.pipeline,
             limits=config.limits,
@@ -131,7 +127,7 @@ class LivegenServer:
             params = session.params.updated(request.params)
         else:
             session = None
-            params = Params().updated(request.params)
+            params = self.pipeline.default_params.updated(request.params)
         try:
             self.pipeline.check_params(params)
         except ValueError as exc:

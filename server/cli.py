@@ -32,7 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(os.environ)
     args = vars(parser.parse_args(argv))
     args.pop("command")
-    config = ServerConfig(**args)
+    try:
+        config = ServerConfig(**args)
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -41,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"livegen configuration:\n{config.describe()}", flush=True)
     try:
         server = LivegenServer(config)
-    except ValueError as exc:  # an unknown pipeline, or options it cannot take
+    except ValueError as exc:  # an unknown pipeline, missing weights, options it cannot take
         parser.error(str(exc))
     return run(serve(server))
 

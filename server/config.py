@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pipelines.base import PipelineOptions
 from stream.limits import Limits
 
 _DEFAULT_LIMITS = Limits()
@@ -31,6 +32,13 @@ class ServerConfig:
     model: str | None = _option("local folder or hub id of the model weights")
     device: str = _option("torch device: auto, cuda, cuda:1, mps or cpu", "auto")
     dtype: str = _option("torch dtype: auto, float16, bfloat16 or float32", "auto")
+    tiny_vae: str | None = _option(
+        "folder or hub id of a tiny autoencoder (TAESD) to decode and encode with"
+    )
+    lora: str = _option("LoRA adapters sessions may pick: NAME=FILE.safetensors,...", "")
+    channels_last: bool = _option("run the UNet and VAE in channels-last memory format", False)
+    compile: bool = _option("torch.compile the UNet (worth it on CUDA; slow to warm up)", False)
+    prompt_cache_size: int = _option("prompt embeddings kept, shared by all sessions", 256)
     max_sessions: int = _option("sessions held at once, attached or in their grace period", 64)
     session_grace_s: float = _option("how long a disconnected session is kept for resume", 30.0)
     session_start_timeout_s: float = _option(
@@ -57,6 +65,9 @@ class ServerConfig:
     web_root: Path = _option("folder served at /", DEFAULT_WEB_ROOT)
     log_level: str = _option("debug, info, warning or error", "info")
 
+    def __post_init__(self) -> None:
+        parse_loras(self.lora)  # a malformed --lora fails here, before any weights load
+
     @property
     def limits(self) -> Limits:
         return Limits(
@@ -67,6 +78,19 @@ class ServerConfig:
         )
 
     @property
+    def pipeline_options(self) -> PipelineOptions:
+        return PipelineOptions(
+            model=self.model,
+            device=self.device,
+            dtype=self.dtype,
+            tiny_vae=self.tiny_vae,
+            loras=parse_loras(self.lora),
+            channels_last=self.channels_last,
+            compile=self.compile,
+            prompt_cache_size=self.prompt_cache_size,
+        )
+
+    @property
     def origins(self) -> frozenset[str]:
         return frozenset(o.strip() for o in self.allowed_origins.split(",") if o.strip())
 
@@ -74,16 +98,43 @@ class ServerConfig:
         return "\n".join(f"  {f.name:<18} {getattr(self, f.name)}" for f in fields(self))
 
 
+def parse_loras(value: str) -> dict[str, str]:
+    """``NAME=FILE,NAME=FILE`` -> {NAME: FILE}."""
+    loras: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, separator, path = item.partition("=")
+        if not separator or not name.strip() or not path.strip():
+            raise ValueError(f"--lora takes NAME=FILE items, got {item!r}")
+        loras[name.strip()] = path.strip()
+    return loras
+
+
+def _parse_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
 def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
     """One flag per field of :class:`ServerConfig`, defaulting to its ``LIVEGEN_*`` variable."""
     for f in fields(ServerConfig):
         env_name = "LIVEGEN_" + f.name.upper()
+        kind: dict[str, Any]
+        if isinstance(f.default, bool):
+            # A bare --compile turns it on; --compile=false and the variable also work.
+            kind = {"type": _parse_bool, "nargs": "?", "const": True}
+        else:
+            # argparse converts a string default with ``type``, so a bad variable
+            # gets the same clear error as a bad flag.
+            kind = {"type": str if f.default is None else type(f.default)}
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
-            # argparse converts a string default with ``type``, so a bad variable
-            # gets the same clear error as a bad flag.
-            type=str if f.default is None else type(f.default),
             default=environ.get(env_name, f.default),
             help=f"{f.metadata['help']} (env {env_name}, default {f.default})",
+            **kind,
         )

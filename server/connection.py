@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from stream.errors import CloseCode, InvalidParams, ProtocolError
+from stream.errors import CloseCode, InvalidField, InvalidParams, ProtocolError
 from stream.events import (
     CloseRequested,
     Event,
@@ -107,7 +107,10 @@ class Connection:
                 self.send_error(error)
         elif isinstance(event, ParamsUpdated):
             assert self.session is not None
-            if self._apply_params(event.patch) and self.session.rerun():
+            text_only = self.app.pipeline.text_to_image
+            if self._apply_params(event.patch) and self.session.rerun(
+                time.perf_counter(), text_only=text_only
+            ):
                 self.app.worker.notify(self.session)
         elif isinstance(event, FrameIn):
             assert self.session is not None
@@ -117,6 +120,10 @@ class Connection:
             self.app.close_session(self.session)
 
     def _offer(self, session: Session, frame: FrameIn) -> None:
+        if frame.image is None and not self.app.pipeline.text_to_image:
+            needs = f"frame needs an 'image': {self.app.pipeline.name} has no text-to-image"
+            self.send_error(InvalidField(needs), frame.id)
+            return
         if frame.patch and not self._apply_params(frame.patch, frame.id):
             return
         self.app.metrics.frames_in.inc()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Callable, Iterator, Mapping
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pipelines.caches import CacheStats
 from stream.registry import SessionRegistry
 
 STAGES = ("queue", "decode", "infer", "encode", "total")
@@ -26,9 +31,34 @@ _LATENCY_BUCKETS_S = (
 )
 
 
+class _CacheCollector(Collector):
+    """The pipeline's cache counters, read when /metrics is scraped."""
+
+    def __init__(self, cache_stats: Callable[[], Mapping[str, CacheStats]]) -> None:
+        self._cache_stats = cache_stats
+
+    def collect(self) -> Iterator[Metric]:
+        hits = CounterMetricFamily(
+            "livegen_cache_hits", "Work a pipeline cache saved, by cache.", labels=["cache"]
+        )
+        misses = CounterMetricFamily(
+            "livegen_cache_misses", "Work a pipeline cache could not save.", labels=["cache"]
+        )
+        for name, stats in self._cache_stats().items():
+            hits.add_metric([name], stats.hits)
+            misses.add_metric([name], stats.misses)
+        yield hits
+        yield misses
+
+
 class Metrics:
-    def __init__(self, sessions: SessionRegistry) -> None:
+    def __init__(
+        self,
+        sessions: SessionRegistry,
+        cache_stats: Callable[[], Mapping[str, CacheStats]] = dict,
+    ) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(_CacheCollector(cache_stats))
         gauge = Gauge(
             "livegen_sessions", "Sessions held, by state.", ["state"], registry=self.registry
         )

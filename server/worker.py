@@ -58,6 +58,7 @@ class _Job:
 
     session: Session
     frame: FrameIn
+    image: np.ndarray | None = None  # decoded; stays None for a text-only request
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -136,15 +137,15 @@ class InferenceWorker:
         for job in jobs:
             self._observe(job, "queue", now - job.frame.received_at)
         ready: list[tuple[_Job, FrameRequest]] = []
-        for job, image in zip(jobs, self._map(self._decode, jobs), strict=True):
-            if image is None:
+        for job, decoded in zip(jobs, self._map(self._decode, jobs), strict=True):
+            if not decoded:
                 continue
             session = job.session
             session.last_decoded = job.frame
             if session.pipeline_state is None:
                 session.pipeline_state = self._pipeline.new_state()
             # Params are read now, not when the frame arrived: edits jump ahead of media.
-            ready.append((job, FrameRequest(session.pipeline_state, session.params, image)))
+            ready.append((job, FrameRequest(session.pipeline_state, session.params, job.image)))
         batches = group_compatible(
             ready, key=lambda item: self._pipeline.batch_key(item[1]), max_batch=self._max_batch
         )
@@ -173,15 +174,18 @@ class InferenceWorker:
             results.extend(future.result())
         return results
 
-    def _decode(self, job: _Job) -> np.ndarray | None:
+    def _decode(self, job: _Job) -> bool:
+        """Decode ``job``'s image; False (the client told) when it is broken."""
+        if job.frame.image is None:
+            return True
         start = time.perf_counter()
         try:
-            image = decode_image(job.frame.image, self._limits.max_image_pixels)
+            job.image = decode_image(job.frame.image, self._limits.max_image_pixels)
         except ProtocolError as error:
             self._deliver(job.session, FrameFailed(job.frame_id, error))
-            return None
+            return False
         self._observe(job, "decode", time.perf_counter() - start)
-        return image
+        return True
 
     def _infer(self, batch: list[tuple[_Job, FrameRequest]]) -> list[np.ndarray] | None:
         start = time.perf_counter()

@@ -148,7 +148,7 @@ def _frame(f: _Fields) -> Frame:
     if frame_id is not None and not 0 <= frame_id <= MAX_FRAME_ID:
         raise InvalidField(f"frame field 'id' must be in [0, 2**63 - 1], got {frame_id}")
     try:
-        image = f.take("image", bytes, required=True)
+        image = f.take("image", bytes)
         message = Frame(image=image, id=frame_id, params=f.params())
         f.done()
     except ProtocolError as error:

@@ -28,9 +28,12 @@ class ParamsUpdated:
 
 @dataclass(frozen=True, slots=True)
 class FrameIn:
-    """An input image, still encoded; ``received_at`` is on the caller's clock."""
+    """An input image, still encoded, or None for a text-only request.
 
-    image: bytes
+    ``received_at`` is on the caller's clock.
+    """
+
+    image: bytes | None
     id: int | None
     patch: dict[str, Any]
     received_at: float

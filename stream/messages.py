@@ -52,10 +52,14 @@ class ParamsUpdate(_Message):
 
 @dataclass(frozen=True, slots=True)
 class Frame(_Message):
-    """An input image (JPEG, WebP or PNG bytes), with optional params to apply first."""
+    """An input image (JPEG, WebP or PNG bytes), with optional params to apply first.
+
+    Without an image it asks for a frame generated from the params alone
+    (text-to-image), when the pipeline can do that.
+    """
 
     TYPE: ClassVar[str] = "frame"
-    image: bytes
+    image: bytes | None = None
     id: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
 

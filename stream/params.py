@@ -31,6 +31,14 @@ class Params:
     height: int = 512
     output_format: ImageFormat = "jpeg"
     quality: int = 85
+    # Diffusion pipelines: the sampler, a LoRA adapter loaded at start (by name,
+    # "" for none), the largest mean pixel change (0 to 1) under which an input
+    # counts as unchanged and is answered with the last frame, and how much of
+    # the last output's latent is blended into the next input's (webcam coherence).
+    scheduler: str = "euler"
+    lora: str = ""
+    similarity_threshold: float = 0.0
+    latent_feedback: float = 0.0
 
     def updated(self, patch: dict[str, Any]) -> Params:
         return replace(self, **patch)
@@ -59,6 +67,10 @@ _FIELDS: dict[str, _Field] = {
     "height": _Field(int, 64, 2048, multiple_of=8),
     "output_format": _Field(str, choices=IMAGE_FORMATS),
     "quality": _Field(int, 1, 100),
+    "scheduler": _Field(str),
+    "lora": _Field(str),
+    "similarity_threshold": _Field(float, 0.0, 1.0),
+    "latent_feedback": _Field(float, 0.0, 1.0),
 }
 
 

@@ -22,8 +22,9 @@ class Session:
     resume_token: str
     params: Params = field(default_factory=Params)
     inbox: LatestBox[FrameIn] = field(default_factory=LatestBox)
-    # The latest input that decoded (set by the inference thread), kept so a params
-    # edit can regenerate from it; a broken input never replaces a good one.
+    # The latest input that decoded, or the latest text-only request (set by the
+    # inference thread), kept so a params edit can regenerate from it; a broken
+    # input never replaces a good one.
     last_decoded: FrameIn | None = None
     pipeline_state: Any = None
     # Monotonic deadline while detached; None while a connection holds the session.
@@ -40,9 +41,19 @@ class Session:
             frame = replace(frame, id=self.frames_in)
         return self.inbox.put(frame)
 
-    def rerun(self) -> bool:
-        """Queue the latest input again (after a params edit); False if there is none."""
-        if self.last_decoded is None or self.inbox:
+    def rerun(self, now: float, *, text_only: bool) -> bool:
+        """Queue the latest input again, to be run with the current params.
+
+        A session with no input yet gets a text-only request when the pipeline
+        can generate from params alone (``text_only``). Returns False when
+        nothing was queued: no input to rerun, or one already waiting.
+        """
+        if self.inbox:
             return False
-        self.inbox.put(self.last_decoded)
-        return True
+        if self.last_decoded is not None:
+            self.inbox.put(replace(self.last_decoded, received_at=now))
+            return True
+        if text_only:
+            self.offer(FrameIn(image=None, id=None, patch={}, received_at=now))
+            return True
+        return False

@@ -22,10 +22,15 @@ def test_valid_patch_comes_back_with_ints_for_floats_made_floats() -> None:
         "height": 2048,
         "output_format": "webp",
         "quality": 1,
+        "scheduler": "lcm",
+        "lora": "sketchy",
+        "similarity_threshold": 0,
+        "latent_feedback": 1.0,
     }
     checked = parse_params_patch(patch)
     assert checked == patch
     assert type(checked["strength"]) is float
+    assert type(checked["similarity_threshold"]) is float
 
 
 def test_empty_patch_is_valid() -> None:
@@ -53,6 +58,10 @@ def test_to_wire_lists_every_param() -> None:
         "height": 512,
         "output_format": "jpeg",
         "quality": 85,
+        "scheduler": "euler",
+        "lora": "",
+        "similarity_threshold": 0.0,
+        "latent_feedback": 0.0,
     }
 
 

@@ -1,0 +1,503 @@
+"""Few-step latent diffusion: what the model families share.
+
+A family (``sd_turbo.py``, ``lcm.py``) names its defaults and limits and how
+the UNet is conditioned; this module does the rest: loading the components,
+the per-session caches, and one batched ``__call__`` over requests from many
+sessions. A batch may mix prompts, seeds, strengths, and text-to-image with
+image-to-image requests; each sample gets its own timesteps (see
+:mod:`pipelines.samplers`), so a batched frame equals the same request run alone.
+
+The caches, each counted in :meth:`FewStepPipeline.cache_stats`:
+
+- ``prompt_embeddings``: an LRU shared by all sessions, keyed by prompt;
+- ``input_latents``: the encoded latent of a session's last input, so a params
+  edit on an unchanged sketch skips the VAE encoder;
+- ``noise``: a fixed noise tensor per session seed, so unchanged inputs give
+  stable frames;
+- ``unchanged_inputs``: an input within ``similarity_threshold`` of the one the
+  last frame was made from (and the same params) is answered with that frame,
+  without a UNet pass;
+- the last output's latent, blended into the next input by ``latent_feedback``
+  (temporal coherence for webcam restyling).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipelines.base import FrameRequest, Pipeline, PipelineOptions, resolve_device
+from pipelines.caches import CacheStats
+from pipelines.loading import (
+    ModelNotFound,
+    load_component,
+    read_config,
+    read_model_index,
+    resolve_dtype,
+    resolve_model,
+)
+from pipelines.prompts import PromptEmbedding, PromptEncoder
+from pipelines.samplers import SAMPLERS, FewStepSampler
+from stream.params import Params
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False, slots=True)
+class DiffusionState:
+    """One session's tensors between frames, on the pipeline's device."""
+
+    # The input the last frame was generated from, as received: uint8 (H, W, 3);
+    # None when that frame was text-to-image.
+    input_pixels: torch.Tensor | None = None
+    input_latent: torch.Tensor | None = None  # (C, h, w), scaled as the UNet expects
+    noise_key: tuple[int, ...] | None = None
+    noise: torch.Tensor | None = None  # (steps, C, h, w)
+    # The params the last frame was generated with (output encoding left out).
+    output_params: Params | None = None
+    output: np.ndarray | None = None  # (H, W, 3) uint8
+    output_latent: torch.Tensor | None = None  # (C, h, w)
+
+
+@dataclass(slots=True)
+class Components:
+    # diffusers models, typed Any: their configs and outputs are untyped.
+    unet: Any  # UNet2DConditionModel
+    vae: Any  # AutoencoderKL, or AutoencoderTiny in its place
+    prompts: PromptEncoder
+    scheduler_config: Mapping[str, Any]
+    # Input pixels per latent pixel, from the model's own VAE.
+    vae_scale_factor: int
+
+
+class FewStepPipeline(Pipeline):
+    text_to_image = True
+    max_batch_size = 8
+    max_steps: int
+    default_sampler: str
+
+    def __init__(self, options: PipelineOptions, components: Components) -> None:
+        super().__init__(options)
+        self.unet: Any = components.unet
+        self.vae: Any = components.vae
+        self.prompts = components.prompts
+        self.dtype = next(self.unet.parameters()).dtype
+        self.sampler = FewStepSampler(components.scheduler_config, self.device)
+        self.vae_scale_factor = components.vae_scale_factor
+        down_blocks = len(self.unet.config.down_block_types)
+        # Each UNet down block but the last halves the latent; sizes must survive that.
+        self.size_multiple = self.vae_scale_factor * 2 ** (down_blocks - 1)
+        self.latent_channels: int = self.unet.config.in_channels
+        self.loras: dict[str, str] = {}
+        self._active_lora: str | None = None
+        self._stats = {
+            name: CacheStats() for name in ("input_latents", "noise", "unchanged_inputs")
+        }
+        self._unet_forward: Any = self.unet
+        if options.channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+            self.vae.to(memory_format=torch.channels_last)
+        if options.compile:
+            self._unet_forward = torch.compile(self.unet)
+        for name, path in options.loras.items():
+            self.add_lora(name, path)
+
+    # Loading.
+
+    @classmethod
+    def load(cls, options: PipelineOptions) -> Self:
+        return cls(options, load_components(options))
+
+    def add_lora(self, name: str, path: str) -> None:
+        """Load a LoRA file onto the UNet as adapter ``name``; sessions pick it by name."""
+        from diffusers.loaders.lora_pipeline import (
+            StableDiffusionLoraLoaderMixin,
+            StableDiffusionXLLoraLoaderMixin,
+        )
+
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise ModelNotFound(f"LoRA {name!r}: no file at {file.resolve()}")
+        loader = (
+            StableDiffusionXLLoraLoaderMixin
+            if self.prompts.dual
+            else StableDiffusionLoraLoaderMixin
+        )
+        try:
+            state_dict, alphas = loader.lora_state_dict(str(file))
+            self.unet.load_lora_adapter(
+                state_dict, network_alphas=alphas, prefix="unet", adapter_name=name
+            )
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ValueError(f"LoRA {name!r} from {file} does not fit this UNet: {exc}") from None
+        self.loras[name] = str(file)
+        self._active_lora = None  # loading activates the new adapter; choose again per batch
+        log.info("loaded LoRA %s from %s", name, file)
+
+    # The Pipeline interface.
+
+    @property
+    def default_params(self) -> Params:
+        return Params(scheduler=self.default_sampler)
+
+    def cache_stats(self) -> Mapping[str, CacheStats]:
+        return {"prompt_embeddings": self.prompts.cache.stats, **self._stats}
+
+    def new_state(self) -> DiffusionState:
+        return DiffusionState()
+
+    def check_params(self, params: Params) -> None:
+        if params.steps > self.max_steps:
+            raise ValueError(f"{self.name} runs 1 to {self.max_steps} steps, got {params.steps}")
+        if params.scheduler not in SAMPLERS:
+            raise ValueError(
+                f"unknown scheduler {params.scheduler!r}; {self.name} has {', '.join(SAMPLERS)}"
+            )
+        for side in ("width", "height"):
+            value = getattr(params, side)
+            if value % self.size_multiple:
+                raise ValueError(
+                    f"{side} {value} does not fit this model: use a multiple of "
+                    f"{self.size_multiple}"
+                )
+        if params.lora and params.lora not in self.loras:
+            loaded = ", ".join(sorted(self.loras)) or "none (start with --lora NAME=FILE)"
+            raise ValueError(f"unknown LoRA {params.lora!r}; loaded: {loaded}")
+
+    def batch_key(self, request: FrameRequest) -> Hashable:
+        p = request.params
+        return (p.width, p.height, p.steps, p.scheduler, p.lora)
+
+    def warmup(self) -> None:
+        size = self.default_params
+        image = np.zeros((size.height, size.width, 3), np.uint8)
+        self(
+            [
+                FrameRequest(self.new_state(), size, None),
+                FrameRequest(self.new_state(), size, image),
+            ]
+        )
+        for stats in self.cache_stats().values():
+            stats.hits = stats.misses = 0
+
+    # One batch.
+
+    @torch.inference_mode()
+    def __call__(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
+        # 1. Inputs to the device; answer those that did not change from the last frame.
+        pixels = [self._to_device(request.image) for request in requests]
+        outputs: list[np.ndarray | None] = []
+        todo: list[int] = []
+        for index, (request, image) in enumerate(zip(requests, pixels, strict=True)):
+            last = _unchanged_output(request, image)
+            self._count("unchanged_inputs", last is not None)
+            outputs.append(last)
+            if last is None:
+                todo.append(index)
+        if todo:
+            generated = self._generate([requests[i] for i in todo], [pixels[i] for i in todo])
+            for index, output in zip(todo, generated, strict=True):
+                outputs[index] = output
+        return [output for output in outputs if output is not None]
+
+    def _generate(
+        self, requests: Sequence[FrameRequest], pixels: Sequence[torch.Tensor | None]
+    ) -> list[np.ndarray]:
+        first = requests[0].params
+        steps, height, width = first.steps, first.height, first.width
+        latent_shape = (
+            self.latent_channels,
+            height // self.vae_scale_factor,
+            width // self.vae_scale_factor,
+        )
+        self._use_lora(first.lora)
+
+        # 2. Prompt embeddings, from the shared LRU.
+        embeddings = self.prompts([request.params.prompt for request in requests])
+
+        # 3. Input latents: the VAE encoder runs only on inputs that changed.
+        latents = self._input_latents(requests, pixels, (height, width))  # (B, C, h, w)
+
+        # 4. Fixed noise per session seed: (B, steps, C, h, w).
+        noise = torch.stack(
+            [self._noise(r.state, r.params.seed, steps, latent_shape) for r in requests]
+        )
+
+        # 5. Denoise: ``steps`` UNet passes over the whole batch, timesteps per sample.
+        text_only = torch.tensor([image is None for image in pixels], device=self.device)
+        strengths = torch.tensor(
+            [
+                1.0 if image is None else r.params.strength
+                for r, image in zip(requests, pixels, strict=True)
+            ],
+            device=self.device,
+        )
+        timesteps = self.sampler.timesteps(strengths, steps)  # (steps, B)
+        noisy = self.sampler.add_noise(latents, noise[:, 0], timesteps[0])
+        sample = torch.where(text_only[:, None, None, None], noise[:, 0], noisy)
+        for k in range(steps):
+            model_output = self.predict_noise(sample, timesteps[k], embeddings, requests)
+            last = k == steps - 1
+            sample = self.sampler.step(
+                first.scheduler,
+                sample,
+                model_output,
+                timesteps[k],
+                None if last else timesteps[k + 1],
+                noise[:, 0] if last else noise[:, k + 1],
+            )
+
+        # 6. Decode and convert to (H, W, 3) uint8.
+        decoded = self._decode(sample)
+
+        # 7. Remember what each frame was made from, for the caches.
+        for index, (request, image) in enumerate(zip(requests, pixels, strict=True)):
+            state: DiffusionState = request.state
+            state.input_pixels = image
+            state.output_params = _output_params(request.params)
+            state.output = decoded[index]
+            state.output_latent = sample[index]
+        return list(decoded)
+
+    # Family hooks.
+
+    def predict_noise(
+        self,
+        sample: torch.Tensor,
+        timesteps: torch.Tensor,
+        embeddings: Sequence[PromptEmbedding],
+        requests: Sequence[FrameRequest],
+    ) -> torch.Tensor:
+        """The UNet's output for a batch; families add guidance here."""
+        return self.run_unet(sample, timesteps, embeddings, requests)
+
+    def timestep_cond(self, requests: Sequence[FrameRequest]) -> torch.Tensor | None:
+        """Extra timestep conditioning (LCM's guidance embedding); none by default."""
+        return None
+
+    def run_unet(
+        self,
+        sample: torch.Tensor,
+        timesteps: torch.Tensor,
+        embeddings: Sequence[PromptEmbedding],
+        requests: Sequence[FrameRequest],
+    ) -> torch.Tensor:
+        hidden = torch.stack([e.hidden for e in embeddings])
+        added: dict[str, torch.Tensor] | None = None
+        if self.prompts.dual:
+            # SDXL's size conditioning: original size, crop origin, target size.
+            sizes = [
+                (r.params.height, r.params.width, 0, 0, r.params.height, r.params.width)
+                for r in requests
+            ]
+            added = {
+                "text_embeds": torch.stack([e.pooled for e in embeddings if e.pooled is not None]),
+                "time_ids": torch.tensor(sizes, device=self.device, dtype=hidden.dtype),
+            }
+        output: torch.Tensor = self._unet_forward(
+            sample.to(self.dtype),
+            timesteps,
+            encoder_hidden_states=hidden,
+            timestep_cond=self.timestep_cond(requests),
+            added_cond_kwargs=added,
+        ).sample
+        return output
+
+    # Steps of a batch.
+
+    def _to_device(self, image: np.ndarray | None) -> torch.Tensor | None:
+        if image is None:
+            return None
+        return torch.from_numpy(image).to(self.device, non_blocking=True)
+
+    def _input_latents(
+        self,
+        requests: Sequence[FrameRequest],
+        pixels: Sequence[torch.Tensor | None],
+        size: tuple[int, int],
+    ) -> torch.Tensor:
+        latent_size = (size[0] // self.vae_scale_factor, size[1] // self.vae_scale_factor)
+        changed: list[int] = []
+        for index, (request, image) in enumerate(zip(requests, pixels, strict=True)):
+            if image is None:
+                continue
+            state: DiffusionState = request.state
+            cached = state.input_latent
+            same = (
+                cached is not None
+                and cached.shape[-2:] == latent_size
+                and state.input_pixels is not None
+                and torch.equal(state.input_pixels, image)
+            )
+            self._count("input_latents", same)
+            if not same:
+                changed.append(index)
+        if changed:
+            inputs = [image for i, image in enumerate(pixels) if i in changed and image is not None]
+            batch = torch.stack([_to_model_input(image, size) for image in inputs])
+            encoded = self._encode(batch.to(self.dtype))
+            for index, latent in zip(changed, encoded, strict=True):
+                requests[index].state.input_latent = latent
+        latents = []
+        for request, image in zip(requests, pixels, strict=True):
+            state = request.state
+            if image is None:
+                latents.append(
+                    torch.zeros(
+                        (self.latent_channels, *latent_size), device=self.device, dtype=self.dtype
+                    )
+                )
+                continue
+            latent = state.input_latent
+            assert latent is not None  # encoded above if it was not cached
+            feedback = request.params.latent_feedback
+            if (
+                feedback > 0
+                and state.output_latent is not None
+                and state.output_latent.shape == latent.shape
+            ):
+                latent = torch.lerp(latent, state.output_latent.to(latent.dtype), feedback)
+            latents.append(latent)
+        return torch.stack(latents)
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> (B, C, h, w) latents as the UNet sees them."""
+        encoded = self.vae.encode(images)
+        if hasattr(encoded, "latent_dist"):
+            # The mode, not a sample: the same input must give the same latent.
+            latents = encoded.latent_dist.mode()
+        else:
+            latents = encoded.latents  # AutoencoderTiny
+        scaled: torch.Tensor = latents * self.vae.config.scaling_factor
+        return scaled
+
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        """(B, C, h, w) latents -> (B, H, W, 3) uint8."""
+        images = self.vae.decode(latents.to(self.dtype) / self.vae.config.scaling_factor).sample
+        pixels = ((images.float() + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8)
+        array: np.ndarray = pixels.permute(0, 2, 3, 1).cpu().numpy()
+        return array
+
+    def _noise(
+        self, state: DiffusionState, seed: int, steps: int, shape: tuple[int, ...]
+    ) -> torch.Tensor:
+        key = (seed, steps, *shape)
+        hit = state.noise_key == key and state.noise is not None
+        self._count("noise", hit)
+        if not hit:
+            # Drawn on the CPU: the same seed gives the same frame on any device.
+            generator = torch.Generator("cpu").manual_seed(seed)
+            noise = torch.randn((steps, *shape), generator=generator)
+            state.noise = noise.to(self.device, self.dtype)
+            state.noise_key = key
+        assert state.noise is not None
+        return state.noise
+
+    def _use_lora(self, name: str) -> None:
+        if name == self._active_lora or not self.loras:
+            return
+        if name:
+            self.unet.enable_lora()
+            self.unet.set_adapters([name])
+        else:
+            self.unet.disable_lora()
+        self._active_lora = name
+
+    def _count(self, cache: str, hit: bool) -> None:
+        stats = self._stats[cache]
+        if hit:
+            stats.hits += 1
+        else:
+            stats.misses += 1
+
+
+def _output_params(params: Params) -> Params:
+    """The params that shape a frame's pixels (how it is encoded left out)."""
+    defaults = Params()
+    return replace(
+        params,
+        output_format=defaults.output_format,
+        quality=defaults.quality,
+        similarity_threshold=defaults.similarity_threshold,
+    )
+
+
+def _unchanged_output(request: FrameRequest, image: torch.Tensor | None) -> np.ndarray | None:
+    """The session's last frame, if this request would make (nearly) the same one."""
+    state: DiffusionState = request.state
+    if state.output is None or state.output_params != _output_params(request.params):
+        return None
+    last = state.input_pixels
+    if image is None or last is None:
+        return state.output if image is None and last is None else None
+    if image.shape != last.shape:
+        return None
+    difference = (image.to(torch.int16) - last.to(torch.int16)).abs().float().mean() / 255.0
+    return state.output if difference.item() <= request.params.similarity_threshold else None
+
+
+def _to_model_input(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, height, width) in [-1, 1], scaled to cover and centre-cropped."""
+    height, width = size
+    x = image.permute(2, 0, 1).unsqueeze(0).float()
+    if x.shape[-2:] != (height, width):
+        scale = max(height / x.shape[-2], width / x.shape[-1])
+        scaled = (math.ceil(x.shape[-2] * scale), math.ceil(x.shape[-1] * scale))
+        x = F.interpolate(x, size=scaled, mode="bilinear", antialias=True, align_corners=False)
+        top, left = (scaled[0] - height) // 2, (scaled[1] - width) // 2
+        x = x[..., top : top + height, left : left + width]
+    return x[0] / 127.5 - 1.0
+
+
+def load_components(options: PipelineOptions) -> Components:
+    """Load a diffusers pipeline folder's UNet, text encoders and autoencoder."""
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder = resolve_model(options.model)
+    index = read_model_index(folder)
+    device = resolve_device(options.device)
+    dtype = resolve_dtype(options.dtype, device)
+    unet: Any = load_component(UNet2DConditionModel, folder, "unet", torch_dtype=dtype)
+    tokenizers: list[Any] = [load_component(CLIPTokenizer, folder, "tokenizer")]
+    encoders: list[Any] = [load_component(CLIPTextModel, folder, "text_encoder", torch_dtype=dtype)]
+    if "text_encoder_2" in index:
+        tokenizers.append(load_component(CLIPTokenizer, folder, "tokenizer_2"))
+        encoders.append(
+            load_component(CLIPTextModelWithProjection, folder, "text_encoder_2", torch_dtype=dtype)
+        )
+    vae_config = read_config(folder / "vae" / "config.json")
+    vae: Any
+    if options.tiny_vae:
+        vae = load_component(
+            AutoencoderTiny,
+            resolve_model(options.tiny_vae, what="tiny VAE"),
+            None,
+            torch_dtype=dtype,
+        )
+        if vae.config.latent_channels != unet.config.in_channels:
+            raise ValueError(
+                f"the tiny VAE {options.tiny_vae} makes {vae.config.latent_channels}-channel "
+                f"latents, the UNet takes {unet.config.in_channels}: pick the TAESD for this "
+                "model family (taesd for SD 1/2, taesdxl for SDXL)"
+            )
+    else:
+        vae = load_component(AutoencoderKL, folder, "vae", torch_dtype=dtype)
+    scheduler_config = read_config(folder / "scheduler" / "scheduler_config.json")
+    for module in (unet, vae, *encoders):
+        module.to(device).eval().requires_grad_(False)
+    return Components(
+        unet=unet,
+        vae=vae,
+        prompts=PromptEncoder(tokenizers, encoders, max_entries=options.prompt_cache_size),
+        scheduler_config=scheduler_config,
+        vae_scale_factor=2 ** (len(vae_config["block_out_channels"]) - 1),
+    )

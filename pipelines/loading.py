@@ -1,0 +1,138 @@
+"""Finding and loading model weights: a local folder or a Hugging Face hub id.
+
+A model is a diffusers pipeline folder (``model_index.json`` with ``unet/``,
+``vae/``, ``text_encoder/``, ... beside it). A hub id is looked up in the local
+Hugging Face cache first and downloaded (with a progress bar) only when it is
+not there. Whatever goes wrong, the error names what was looked for and how to
+provide it; each component logs how long it took, so a slow start shows where.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# Files a diffusers pipeline folder needs: configs, tokenizers, safetensors
+# weights. Half-precision duplicates and other formats are skipped.
+_HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
+_HUB_SKIPPED = ["*.fp16.safetensors", "*fp16*", "*.bin", "*.ckpt", "*.onnx", "*.msgpack"]
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+class ModelNotFound(ValueError):
+    """The weights asked for are not here and cannot be fetched."""
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto`` is float16 on accelerators and float32 on the CPU."""
+    if name == "auto":
+        return torch.float32 if device.type == "cpu" else torch.float16
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; use auto, {', '.join(DTYPES)}") from None
+
+
+def resolve_model(model: str | None, *, what: str = "model") -> Path:
+    """The local folder holding ``model``: itself, or its copy in the hub cache."""
+    if not model:
+        raise ModelNotFound(
+            f"no {what} given: pass --model with a local diffusers folder or a hub id "
+            "such as stabilityai/sd-turbo"
+        )
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if model.startswith(("/", ".", "~")) or model.count("/") != 1:
+        raise ModelNotFound(
+            f"{what} {model!r} is not a folder: looked for {path.resolve()}. Pass the folder "
+            "a diffusers pipeline was saved to (it holds model_index.json), or a hub id "
+            "such as stabilityai/sd-turbo"
+        )
+    return _from_hub(model, what)
+
+
+def _from_hub(repo_id: str, what: str) -> Path:
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(
+            snapshot_download(
+                repo_id,
+                allow_patterns=_HUB_PATTERNS,
+                ignore_patterns=_HUB_SKIPPED,
+                local_files_only=True,
+            )
+        )
+    except LocalEntryNotFoundError:
+        pass  # not cached: try the network below
+    if constants.HF_HUB_OFFLINE:
+        raise ModelNotFound(
+            f"{what} {repo_id!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+            "and HF_HUB_OFFLINE is set. Download it on a machine with internet "
+            f"(`hf download {repo_id}`) and copy the cache, or pass a local folder"
+        )
+    log.info("downloading %s from the Hugging Face hub", repo_id)
+    try:
+        return Path(
+            snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS, ignore_patterns=_HUB_SKIPPED)
+        )
+    except Exception as exc:
+        raise ModelNotFound(
+            f"{what} {repo_id!r} is neither a local folder nor in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}), and downloading it failed: {exc}. Pass a local "
+            "folder, or fetch it where there is internet (`hf download "
+            f"{repo_id}`) and point HF_HOME at that cache"
+        ) from None
+
+
+def read_model_index(folder: Path) -> dict[str, Any]:
+    """The component list of a diffusers pipeline folder."""
+    if not (folder / "model_index.json").is_file():
+        raise ModelNotFound(
+            f"{folder} is not a diffusers pipeline folder: it has no model_index.json "
+            "(save one with DiffusionPipeline.save_pretrained)"
+        )
+    return read_config(folder / "model_index.json")
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A component's JSON config."""
+    if not path.is_file():
+        raise ModelNotFound(f"the model folder has no {path.parent.name}/{path.name}")
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
+
+
+def load_component(cls: type[Any], folder: Path, subfolder: str | None, **kwargs: Any) -> Any:
+    """``cls.from_pretrained`` on one component, logged with its size and time."""
+    where = folder / subfolder if subfolder else folder
+    if not where.is_dir():
+        raise ModelNotFound(f"{folder} has no {subfolder}/ folder, which this pipeline needs")
+    started = time.perf_counter()
+    log.info("loading %s from %s", cls.__name__, where)
+    try:
+        component = cls.from_pretrained(where, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(f"cannot load {cls.__name__} from {where}: {exc}") from None
+    parameters = (
+        sum(p.numel() for p in component.parameters())
+        if isinstance(component, torch.nn.Module)
+        else 0
+    )
+    log.info(
+        "loaded %s (%.1fM parameters) in %.2f s",
+        cls.__name__,
+        parameters / 1e6,
+        time.perf_counter() - started,
+    )
+    return component

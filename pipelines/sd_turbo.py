@@ -1,0 +1,24 @@
+"""SD-Turbo and SDXL-Turbo: adversarially distilled models, 1 to 4 steps, no guidance.
+
+Components: a UNet, a CLIP text encoder (two for SDXL-Turbo, found in the
+folder's ``model_index.json``) and the VAE, or TAESD in its place. Text to image
+and image to image (a sketch or a webcam frame in). These models were distilled
+to run without classifier-free guidance, so ``guidance_scale`` is not used and
+``negative_prompt`` has no effect. Everything else is in
+:mod:`pipelines.diffusion`.
+"""
+
+from __future__ import annotations
+
+from pipelines.diffusion import FewStepPipeline
+from stream.params import Params
+
+
+class SDTurboPipeline(FewStepPipeline):
+    name = "sd-turbo"
+    max_steps = 4
+    default_sampler = "euler"
+
+    @property
+    def default_params(self) -> Params:
+        return Params(steps=1, strength=0.5, guidance_scale=0.0, scheduler=self.default_sampler)
