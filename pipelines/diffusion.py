@@ -146,7 +146,18 @@ class FewStepPipeline(Pipeline):
 
     @property
     def default_params(self) -> Params:
-        return Params(scheduler=self.default_sampler)
+        # The size the UNet was trained at, as diffusers defaults it.
+        sample_size = self.unet.config.sample_size
+        side = (
+            sample_size if isinstance(sample_size, int) else sample_size[0]
+        ) * self.vae_scale_factor
+        return Params(
+            width=side, height=side, scheduler=self.default_sampler, **self.family_defaults()
+        )
+
+    def family_defaults(self) -> dict[str, Any]:
+        """Params a family starts sessions with, besides the size and sampler."""
+        return {}
 
     def cache_stats(self) -> Mapping[str, CacheStats]:
         return {"prompt_embeddings": self.prompts.cache.stats, **self._stats}

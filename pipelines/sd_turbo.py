@@ -10,8 +10,9 @@ to run without classifier-free guidance, so ``guidance_scale`` is not used and
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipelines.diffusion import FewStepPipeline
-from stream.params import Params
 
 
 class SDTurboPipeline(FewStepPipeline):
@@ -19,6 +20,5 @@ class SDTurboPipeline(FewStepPipeline):
     max_steps = 4
     default_sampler = "euler"
 
-    @property
-    def default_params(self) -> Params:
-        return Params(steps=1, strength=0.5, guidance_scale=0.0, scheduler=self.default_sampler)
+    def family_defaults(self) -> dict[str, Any]:
+        return {"steps": 1, "strength": 0.5, "guidance_scale": 0.0}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,3 +44,30 @@ async def start_server() -> AsyncIterator[StartServer]:
     yield start
     for server in servers:
         await asyncio.wait_for(server.drain(), WAIT_S)
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    """Folders of tiny random-weight models, saved with ``save_pretrained``."""
+
+    sd_turbo: Path
+    sdxl_turbo: Path
+    lcm: Path
+    taesd: Path
+    lora: Path  # a LoRA .safetensors file for the sd-turbo UNet
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    # Imported here: diffusers takes seconds to import, and most tests never need it.
+    from tests.models import save_lora, save_model, save_tiny_autoencoder
+
+    root = tmp_path_factory.mktemp("models")
+    sd_turbo = save_model(root / "sd-turbo", family="sd-turbo")
+    return TinyModels(
+        sd_turbo=sd_turbo,
+        sdxl_turbo=save_model(root / "sdxl-turbo", family="sdxl-turbo"),
+        lcm=save_model(root / "lcm", family="lcm"),
+        taesd=save_tiny_autoencoder(root / "taesd"),
+        lora=save_lora(root / "sketchy.safetensors", sd_turbo),
+    )

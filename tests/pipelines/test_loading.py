@@ -1,0 +1,103 @@
+"""Loading models: local folders, hub ids, and the errors when weights are missing."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines import PipelineOptions, create_pipeline
+from pipelines.loading import ModelNotFound
+from tests.conftest import TinyModels
+
+
+def test_a_missing_folder_is_named_in_the_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelNotFound, match=f"looked for {missing}"):
+        create_pipeline("sd-turbo", PipelineOptions(model=str(missing)))
+
+
+def test_no_model_at_all_says_how_to_give_one() -> None:
+    with pytest.raises(ModelNotFound, match="pass --model with a local diffusers folder"):
+        create_pipeline("sd-turbo", PipelineOptions(model=None))
+
+
+def test_a_folder_that_is_not_a_diffusers_pipeline_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound, match="has no model_index.json"):
+        create_pipeline("sd-turbo", PipelineOptions(model=str(tmp_path)))
+
+
+def test_a_folder_missing_a_component_names_it(tiny_models: TinyModels, tmp_path: Path) -> None:
+    broken = shutil.copytree(tiny_models.sd_turbo, tmp_path / "model")
+    shutil.rmtree(broken / "text_encoder")
+    with pytest.raises(ModelNotFound, match="has no text_encoder/ folder"):
+        create_pipeline("sd-turbo", PipelineOptions(model=str(broken)))
+
+
+def test_a_hub_id_not_in_the_cache_while_offline_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelNotFound, match="hf download stabilityai/sd-turbo") as error:
+        create_pipeline("sd-turbo", PipelineOptions(model="stabilityai/sd-turbo"))
+    assert str(tmp_path) in str(error.value)
+
+
+def test_a_missing_lora_file_is_named(tiny_models: TinyModels, tmp_path: Path) -> None:
+    options = PipelineOptions(model=str(tiny_models.sd_turbo), loras={"x": str(tmp_path / "x.st")})
+    with pytest.raises(ModelNotFound, match="LoRA 'x': no file at"):
+        create_pipeline("lcm", options)
+
+
+def test_a_lora_for_another_model_is_refused(tiny_models: TinyModels) -> None:
+    # The LoRA was made for the sd-turbo UNet; the SDXL one has other layers.
+    options = PipelineOptions(model=str(tiny_models.sdxl_turbo), loras={"x": str(tiny_models.lora)})
+    with pytest.raises(ValueError, match="LoRA 'x' from .* does not fit this UNet"):
+        create_pipeline("lcm", options)
+
+
+def test_a_tiny_vae_with_other_latents_is_refused(tiny_models: TinyModels, tmp_path: Path) -> None:
+    from diffusers import AutoencoderTiny
+
+    # SD3's TAESD makes 16-channel latents; SD 1/2 UNets take 4.
+    wrong = tmp_path / "taesd3"
+    channels = (8, 8, 8, 8)
+    AutoencoderTiny(
+        encoder_block_out_channels=channels, decoder_block_out_channels=channels, latent_channels=16
+    ).save_pretrained(wrong)
+    options = PipelineOptions(model=str(tiny_models.sd_turbo), tiny_vae=str(wrong))
+    with pytest.raises(ValueError, match="makes 16-channel latents, the UNet takes 4"):
+        create_pipeline("sd-turbo", options)
+
+
+def test_loading_logs_each_component_with_its_time(
+    tiny_models: TinyModels, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="pipelines.loading"):
+        create_pipeline("sd-turbo", PipelineOptions(model=str(tiny_models.sdxl_turbo)))
+    loaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loaded")]
+    assert [message.split()[1] for message in loaded] == [
+        "UNet2DConditionModel",
+        "CLIPTokenizer",
+        "CLIPTextModel",
+        "CLIPTokenizer",
+        "CLIPTextModelWithProjection",
+        "AutoencoderKL",
+    ]
+
+
+def test_our_kernels_package_is_not_taken_for_hugging_faces(tiny_models: TinyModels) -> None:
+    # diffusers and transformers probe for an optional package also named ``kernels``.
+    import diffusers.utils
+    import transformers.utils
+
+    import kernels
+
+    assert Path(kernels.__file__).parent.parent == Path(__file__).parent.parent.parent
+    assert diffusers.utils.is_kernels_available() is False
+    assert transformers.utils.is_kernels_available() is False
