@@ -124,15 +124,10 @@ def load_component(cls: type[Any], folder: Path, subfolder: str | None, **kwargs
         component = cls.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelNotFound(f"cannot load {cls.__name__} from {where}: {exc}") from None
-    parameters = (
-        sum(p.numel() for p in component.parameters())
-        if isinstance(component, torch.nn.Module)
-        else 0
-    )
-    log.info(
-        "loaded %s (%.1fM parameters) in %.2f s",
-        cls.__name__,
-        parameters / 1e6,
-        time.perf_counter() - started,
-    )
+    elapsed = time.perf_counter() - started
+    if isinstance(component, torch.nn.Module):
+        millions = sum(p.numel() for p in component.parameters()) / 1e6
+        log.info("loaded %s (%.1fM parameters) in %.2f s", cls.__name__, millions, elapsed)
+    else:
+        log.info("loaded %s in %.2f s", cls.__name__, elapsed)
     return component

@@ -95,11 +95,10 @@ class _Fields:
         self._kind = kind
         self._wire = wire
 
-    def take(self, name: str, kind: type, *, required: bool = False) -> Any:
+    def take(self, name: str, kind: type) -> Any:
+        """The optional field ``name``, checked to be a ``kind``; None when absent."""
         value = self._wire.pop(name, None)
         if value is None:
-            if required:
-                raise InvalidField(f"{self._kind} needs the field {name!r}")
             return None
         if not isinstance(value, kind) or isinstance(value, bool):
             raise InvalidField(

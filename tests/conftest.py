@@ -30,12 +30,16 @@ def jpeg() -> Callable[..., bytes]:
 
 @pytest.fixture
 async def start_server() -> AsyncIterator[StartServer]:
-    """``await start_server(pipeline=None, **config)``: a ready server; all stop at teardown."""
+    """``await start_server(instance=None, **config)``: a ready server; all stop at teardown.
+
+    ``instance`` is a pipeline object to serve; without one the server loads
+    ``config["pipeline"]`` itself, as ``livegen serve`` does.
+    """
     servers: list[LivegenServer] = []
 
-    async def start(pipeline: Pipeline | None = None, **config: Any) -> LivegenServer:
+    async def start(instance: Pipeline | None = None, **config: Any) -> LivegenServer:
         config.setdefault("codec_threads", 2)
-        server = LivegenServer(ServerConfig(host="127.0.0.1", port=0, **config), pipeline)
+        server = LivegenServer(ServerConfig(host="127.0.0.1", port=0, **config), instance)
         await server.start()
         servers.append(server)
         await asyncio.wait_for(server.ready.wait(), WAIT_S)

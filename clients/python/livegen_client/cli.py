@@ -1,4 +1,4 @@
-"""``livegen-client IMAGE``: send one image to a livegen server and save the result."""
+"""``livegen-client [IMAGE]``: send one image (or just a prompt) to livegen, save the result."""
 
 from __future__ import annotations
 
@@ -19,10 +19,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="livegen-client", description="Send an image to livegen and save what comes back."
     )
-    parser.add_argument("image", type=Path, help="JPEG, PNG or WebP file to send")
+    parser.add_argument(
+        "image",
+        type=Path,
+        nargs="?",
+        help="JPEG, PNG or WebP file to send; without one, text-to-image from --prompt",
+    )
     parser.add_argument("--url", default="ws://127.0.0.1:8000/ws", help="server WebSocket URL")
     parser.add_argument(
-        "--out", type=Path, help="where to save the result (default: IMAGE.out.EXT)"
+        "--out", type=Path, help="where to save the result (default: IMAGE.out.EXT or out.EXT)"
     )
     parser.add_argument("--prompt")
     parser.add_argument("--strength", type=float)
@@ -54,12 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-async def send_image(url: str, image: Path, out: Path | None, params: dict[str, Any]) -> Path:
-    data = await asyncio.to_thread(image.read_bytes)
+async def send_image(
+    url: str, image: Path | None, out: Path | None, params: dict[str, Any]
+) -> Path:
+    data = None if image is None else await asyncio.to_thread(image.read_bytes)
     async with await LivegenClient.connect(url, params=params) as client:
         await client.send_frame(data)
         frame = await client.next_frame()
-    out = out or image.with_suffix(".out" + EXTENSIONS[frame.content_type])
+    suffix = EXTENSIONS[frame.content_type]
+    out = out or (Path("out" + suffix) if image is None else image.with_suffix(".out" + suffix))
     await asyncio.to_thread(out.write_bytes, frame.image)
     timings = ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in frame.timings.items())
     print(f"{frame.width}x{frame.height} {frame.content_type} ({timings})", file=sys.stderr)

@@ -92,8 +92,13 @@ class LivegenClient:
         await self.websocket.send(pack(ParamsUpdate(params=params)))
 
     async def send_frame(
-        self, image: bytes, *, frame_id: int | None = None, params: dict[str, Any] | None = None
+        self,
+        image: bytes | None = None,
+        *,
+        frame_id: int | None = None,
+        params: dict[str, Any] | None = None,
     ) -> None:
+        """Send an input image; without one, ask for a frame from the params alone."""
         await self.websocket.send(pack(Frame(image=image, id=frame_id, params=params or {})))
 
     async def recv(self) -> ServerMessage:
