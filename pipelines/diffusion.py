@@ -105,8 +105,6 @@ class FewStepPipeline(Pipeline):
         if options.channels_last:
             self.unet.to(memory_format=torch.channels_last)
             self.vae.to(memory_format=torch.channels_last)
-        if options.compile:
-            self._unet_forward = torch.compile(self.unet)
         for name, path in options.loras.items():
             self.add_lora(name, path)
 
@@ -188,6 +186,24 @@ class FewStepPipeline(Pipeline):
         return (p.width, p.height, p.steps, p.scheduler, p.lora)
 
     def warmup(self) -> None:
+        """Run a text-to-image and an image-to-image frame at the default size.
+
+        With ``compile``, this is when ``torch.compile`` compiles the UNet; if it
+        cannot (no compiler for this device, an unsupported op), the UNet runs
+        eagerly and the reason is logged.
+        """
+        if self.options.compile:
+            try:
+                self._unet_forward = torch.compile(self.unet)
+                self._warm()
+            except Exception:
+                log.warning("torch.compile failed; the UNet runs eagerly", exc_info=True)
+                self._unet_forward = self.unet
+        self._warm()
+        for stats in self.cache_stats().values():
+            stats.hits = stats.misses = 0
+
+    def _warm(self) -> None:
         size = self.default_params
         image = np.zeros((size.height, size.width, 3), np.uint8)
         self(
@@ -196,8 +212,6 @@ class FewStepPipeline(Pipeline):
                 FrameRequest(self.new_state(), size, image),
             ]
         )
-        for stats in self.cache_stats().values():
-            stats.hits = stats.misses = 0
 
     # One batch.
 

@@ -345,3 +345,31 @@ def test_default_size_is_what_the_unet_was_trained_at(turbo: FewStepPipeline) ->
     # The tiny UNet's sample_size is 8 latents: 64 pixels, as diffusers would default it.
     assert (turbo.default_params.width, turbo.default_params.height) == (64, 64)
     assert turbo.default_params.scheduler == "euler"
+
+
+def test_a_unet_that_cannot_compile_runs_eagerly(
+    tiny_models: TinyModels, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Compiling for real takes minutes on a CPU; what is under test is the fallback
+    # when a device has no working compiler, so the compiler is made to fail.
+    def no_compiler(model: torch.nn.Module) -> torch.nn.Module:
+        raise RuntimeError("no C++ compiler for this device")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    pipeline = load("sd-turbo", tiny_models.sd_turbo, compile=True)
+    pipeline.warmup()
+
+    assert "torch.compile failed; the UNet runs eagerly" in caplog.text
+    eager = load("sd-turbo", tiny_models.sd_turbo)
+    assert np.array_equal(
+        alone(pipeline, params(pipeline), sketch(1)), alone(eager, params(eager), sketch(1))
+    )
+
+
+def test_channels_last_gives_the_same_frames(
+    tiny_models: TinyModels, turbo: FewStepPipeline
+) -> None:
+    pipeline = load("sd-turbo", tiny_models.sd_turbo, channels_last=True)
+    assert pipeline.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    frame = alone(pipeline, params(pipeline), sketch(1))
+    assert np.abs(frame.astype(int) - alone(turbo, params(turbo), sketch(1))).max() <= 2
