@@ -283,14 +283,16 @@ class FewStepPipeline(Pipeline):
         # 6. Decode and convert to (H, W, 3) uint8.
         decoded = self._decode(sample)
 
-        # 7. Remember what each frame was made from, for the caches.
+        # 7. Remember what each frame was made from, for the caches. Frames are
+        # copied out of the batch so that a session holds only its own.
+        frames = list(decoded) if len(requests) == 1 else [frame.copy() for frame in decoded]
         for index, (request, image) in enumerate(zip(requests, pixels, strict=True)):
             state: DiffusionState = request.state
             state.input_pixels = image
             state.output_params = _output_params(request.params)
-            state.output = decoded[index]
-            state.output_latent = sample[index]
-        return list(decoded)
+            state.output = frames[index]
+            state.output_latent = sample[index].clone()
+        return frames
 
     # Family hooks.
 
