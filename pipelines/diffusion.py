@@ -219,19 +219,17 @@ class FewStepPipeline(Pipeline):
     def __call__(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
         # 1. Inputs to the device; answer those that did not change from the last frame.
         pixels = [self._to_device(request.image) for request in requests]
-        outputs: list[np.ndarray | None] = []
-        todo: list[int] = []
-        for index, (request, image) in enumerate(zip(requests, pixels, strict=True)):
-            last = _unchanged_output(request, image)
-            self._count("unchanged_inputs", last is not None)
-            outputs.append(last)
-            if last is None:
-                todo.append(index)
-        if todo:
-            generated = self._generate([requests[i] for i in todo], [pixels[i] for i in todo])
-            for index, output in zip(todo, generated, strict=True):
-                outputs[index] = output
-        return [output for output in outputs if output is not None]
+        answered = [
+            _unchanged_output(request, image)
+            for request, image in zip(requests, pixels, strict=True)
+        ]
+        for frame in answered:
+            self._count("unchanged_inputs", frame is not None)
+        todo = [index for index, frame in enumerate(answered) if frame is None]
+        generated = iter(
+            self._generate([requests[i] for i in todo], [pixels[i] for i in todo]) if todo else ()
+        )
+        return [frame if frame is not None else next(generated) for frame in answered]
 
     def _generate(
         self, requests: Sequence[FrameRequest], pixels: Sequence[torch.Tensor | None]
