@@ -60,11 +60,11 @@ class DiffusionState:
     input_pixels: torch.Tensor | None = None
     input_latent: torch.Tensor | None = None  # (C, h, w), scaled as the UNet expects
     noise_key: tuple[int, ...] | None = None
-    noise: torch.Tensor | None = None  # (steps, C, h, w)
+    noise: torch.Tensor | None = None  # (steps, C, h, w), float32
     # The params the last frame was generated with (output encoding left out).
     output_params: Params | None = None
     output: np.ndarray | None = None  # (H, W, 3) uint8
-    output_latent: torch.Tensor | None = None  # (C, h, w)
+    output_latent: torch.Tensor | None = None  # (C, h, w), float32
 
 
 @dataclass(slots=True)
@@ -247,7 +247,7 @@ class FewStepPipeline(Pipeline):
         embeddings = self.prompts([request.params.prompt for request in requests])
 
         # 3. Input latents: the VAE encoder runs only on inputs that changed.
-        latents = self._input_latents(requests, pixels, (height, width))  # (B, C, h, w)
+        latents = self._input_latents(requests, pixels, (height, width))  # (B, C, h, w) fp32
 
         # 4. Fixed noise per session seed: (B, steps, C, h, w).
         noise = torch.stack(
@@ -255,6 +255,8 @@ class FewStepPipeline(Pipeline):
         )
 
         # 5. Denoise: ``steps`` UNet passes over the whole batch, timesteps per sample.
+        # The sampler's math runs in float32 whatever the model's dtype, as
+        # diffusers' schedulers do: dividing by sqrt(alpha) near t=999 amplifies error.
         text_only = torch.tensor([image is None for image in pixels], device=self.device)
         strengths = torch.tensor(
             [
@@ -376,9 +378,7 @@ class FewStepPipeline(Pipeline):
             state = request.state
             if image is None:
                 latents.append(
-                    torch.zeros(
-                        (self.latent_channels, *latent_size), device=self.device, dtype=self.dtype
-                    )
+                    torch.zeros((self.latent_channels, *latent_size), device=self.device)
                 )
                 continue
             latent = state.input_latent
@@ -389,8 +389,8 @@ class FewStepPipeline(Pipeline):
                 and state.output_latent is not None
                 and state.output_latent.shape == latent.shape
             ):
-                latent = torch.lerp(latent, state.output_latent.to(latent.dtype), feedback)
-            latents.append(latent)
+                latent = torch.lerp(latent.float(), state.output_latent, feedback)
+            latents.append(latent.float())
         return torch.stack(latents)
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -421,7 +421,7 @@ class FewStepPipeline(Pipeline):
             # Drawn on the CPU: the same seed gives the same frame on any device.
             generator = torch.Generator("cpu").manual_seed(seed)
             noise = torch.randn((steps, *shape), generator=generator)
-            state.noise = noise.to(self.device, self.dtype)
+            state.noise = noise.to(self.device)
             state.noise_key = key
         assert state.noise is not None
         return state.noise

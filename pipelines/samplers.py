@@ -97,7 +97,7 @@ class FewStepSampler:
         fresh_noise: torch.Tensor,
     ) -> torch.Tensor:
         """One sampler step from ``t`` to ``t_next`` (None after the last step)."""
-        clean, noise = self.predict(sample, model_output, t)
+        clean, noise = self.predict(sample, model_output.to(sample.dtype), t)
         if name == "lcm":
             clean = self._boundary_condition(sample, clean, t)
             noise = fresh_noise

@@ -373,3 +373,14 @@ def test_channels_last_gives_the_same_frames(
     assert pipeline.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     frame = alone(pipeline, params(pipeline), sketch(1))
     assert np.abs(frame.astype(int) - alone(turbo, params(turbo), sketch(1))).max() <= 2
+
+
+def test_half_precision_weights_give_nearly_the_same_frames(
+    tiny_models: TinyModels, turbo: FewStepPipeline
+) -> None:
+    pipeline = load("sd-turbo", tiny_models.sd_turbo, dtype="bfloat16")
+    assert pipeline.dtype == torch.bfloat16
+    frame = alone(pipeline, params(pipeline, steps=2), sketch(1))
+    reference = alone(turbo, params(turbo, steps=2), sketch(1))
+    assert frame.shape == reference.shape
+    assert np.abs(frame.astype(int) - reference).mean() < 8
