@@ -20,7 +20,8 @@ from server.config import ServerConfig
 from server.connection import Connection
 from server.http import Routes, load_static_files
 from server.metrics import Metrics
-from server.worker import FrameFailed, FrameResult, InferenceWorker
+from server.webrtc import configure_aiortc
+from server.worker import FrameFailed, InferenceWorker, Result, VideoResult
 from stream.errors import CloseCode, InvalidParams
 from stream.events import StartRequested
 from stream.messages import SessionClosing, SessionStarted
@@ -39,6 +40,8 @@ class LivegenServer:
             grace_s=config.session_grace_s, max_sessions=config.max_sessions
         )
         self.pipeline = pipeline or create_pipeline(config.pipeline, config.pipeline_options)
+        self.webrtc = config.webrtc_options
+        configure_aiortc(config.webrtc_bitrate, config.media_addresses)
         self.metrics = Metrics(self.sessions, self.pipeline.cache_stats)
         self.worker = InferenceWorker(
             self.pipeline,
@@ -153,6 +156,7 @@ class LivegenServer:
                 pipeline=self.pipeline.name,
                 params=params.to_wire(),
                 limits=self.config.limits.to_wire(),
+                ice_servers=list(self.webrtc.ice_servers),
             )
         )
         return session
@@ -175,16 +179,18 @@ class LivegenServer:
         session.last_decoded = None
         session.pipeline_state = None
 
-    def _deliver_threadsafe(self, session: Session, result: FrameResult | FrameFailed) -> None:
+    def _deliver_threadsafe(self, session: Session, result: Result) -> None:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._deliver, session, result)
 
-    def _deliver(self, session: Session, result: FrameResult | FrameFailed) -> None:
+    def _deliver(self, session: Session, result: Result) -> None:
         connection = self.attached.get(session.id)
         if connection is None:
             return  # detached or closed: the result has nobody to go to
         if isinstance(result, FrameFailed):
             connection.send_error(result.error, result.frame_id)
+        elif isinstance(result, VideoResult):
+            connection.send_video(result.pixels, result.received_at)
         else:
             connection.send_frame(result.data, result.received_at)
 

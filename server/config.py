@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.base import PipelineOptions
+from server.webrtc import CODECS, WebRTCOptions, parse_ice_servers
 from stream.limits import Limits
 
 _DEFAULT_LIMITS = Limits()
@@ -39,6 +40,18 @@ class ServerConfig:
     channels_last: bool = _option("run the UNet and VAE in channels-last memory format", False)
     compile: bool = _option("torch.compile the UNet (worth it on CUDA; slow to warm up)", False)
     prompt_cache_size: int = _option("prompt embeddings kept, shared by all sessions", 256)
+    ice_servers: str = _option(
+        'STUN/TURN servers for WebRTC, JSON: [{"urls": "turn:host", "username": ..., '
+        '"credential": ...}]',
+        "",
+    )
+    ice_addresses: str = _option(
+        "addresses WebRTC media may use, comma-separated (default: follow --host; "
+        "all interfaces when --host is 0.0.0.0)",
+        "",
+    )
+    webrtc_codec: str = _option("video codec sent over WebRTC: vp8 or h264", "vp8")
+    webrtc_bitrate: int = _option("WebRTC video bitrate in bit/s", 3_000_000)
     max_sessions: int = _option("sessions held at once, attached or in their grace period", 64)
     session_grace_s: float = _option("how long a disconnected session is kept for resume", 30.0)
     session_start_timeout_s: float = _option(
@@ -66,7 +79,11 @@ class ServerConfig:
     log_level: str = _option("debug, info, warning or error", "info")
 
     def __post_init__(self) -> None:
-        parse_loras(self.lora)  # a malformed --lora fails here, before any weights load
+        # Malformed values fail here, before any weights load.
+        parse_loras(self.lora)
+        parse_ice_servers(self.ice_servers)
+        if self.webrtc_codec not in CODECS:
+            raise ValueError(f"--webrtc-codec must be one of {', '.join(CODECS)}")
 
     @property
     def limits(self) -> Limits:
@@ -91,11 +108,34 @@ class ServerConfig:
         )
 
     @property
+    def webrtc_options(self) -> WebRTCOptions:
+        return WebRTCOptions(
+            ice_servers=parse_ice_servers(self.ice_servers),
+            codec=self.webrtc_codec,
+            bitrate_bps=self.webrtc_bitrate,
+        )
+
+    @property
+    def media_addresses(self) -> list[str] | None:
+        """Where WebRTC media may flow; None for every interface."""
+        if self.ice_addresses:
+            return [a.strip() for a in self.ice_addresses.split(",") if a.strip()]
+        if self.host in ("", "0.0.0.0", "::"):
+            return None
+        return ["127.0.0.1" if self.host == "localhost" else self.host]
+
+    @property
     def origins(self) -> frozenset[str]:
         return frozenset(o.strip() for o in self.allowed_origins.split(",") if o.strip())
 
     def describe(self) -> str:
-        return "\n".join(f"  {f.name:<18} {getattr(self, f.name)}" for f in fields(self))
+        def shown(name: str) -> object:
+            value = getattr(self, name)
+            if name == "ice_servers" and "credential" in value:
+                return "(set; credentials not shown)"
+            return value
+
+        return "\n".join(f"  {f.name:<18} {shown(f.name)}" for f in fields(self))
 
 
 def parse_loras(value: str) -> dict[str, str]:

@@ -3,7 +3,9 @@
 A receive loop hands every message to :class:`~stream.protocol.SessionProtocol`
 and acts on its events. One sender task writes everything out: control
 messages in order, then the newest generated frame. A client that reads slowly
-gets its stale frames replaced, never queued.
+gets its stale frames replaced, never queued. WebRTC signalling starts and
+ends the connection's :class:`~server.webrtc.Call`; it never outlives the
+connection.
 """
 
 from __future__ import annotations
@@ -12,22 +14,33 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from stream.errors import CloseCode, InvalidField, InvalidParams, ProtocolError
+from server.webrtc import Call
+from stream.errors import CloseCode, ErrorCode, InvalidField, InvalidParams, ProtocolError
 from stream.events import (
     CloseRequested,
     Event,
     FrameIn,
     ParamsUpdated,
     PeerErrored,
+    SignalReceived,
     StartRequested,
 )
 from stream.inbox import LatestBox
-from stream.messages import ServerMessage
+from stream.messages import (
+    ServerMessage,
+    Signal,
+    WebRTCAnswer,
+    WebRTCCandidate,
+    WebRTCClose,
+    WebRTCOffer,
+)
 from stream.protocol import ConnectionState, SessionProtocol
 from stream.session import Session
 
@@ -45,6 +58,10 @@ class Connection:
         self.session: Session | None = None
         self._frames: LatestBox[tuple[bytes, float]] = LatestBox()
         self._wake = asyncio.Event()
+        self.call: Call | None = None
+        # Signalling runs in order, one message at a time, off the receive loop.
+        self._signalling = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop())
@@ -62,6 +79,10 @@ class Connection:
             pass
         finally:
             start_deadline.cancel()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._hang_up()
             self.app.detach(self)
             if self.protocol.state is ConnectionState.CLOSED:
                 # Let the sender flush the error and close with the protocol's code.
@@ -76,6 +97,14 @@ class Connection:
         if self._frames.put((data, received_at)):
             self.app.metrics.frames_dropped.labels("output").inc()
         self._wake.set()
+
+    def send_video(self, pixels: np.ndarray, received_at: float) -> None:
+        """Hand a generated frame to the WebRTC call (which replaces one not yet sent)."""
+        if self.call is None:
+            return  # the call ended while the frame was made
+        self.call.output.put(pixels)
+        self.app.metrics.frames_out.inc()
+        self.app.metrics.stage_seconds.labels("total").observe(time.perf_counter() - received_at)
 
     def send(self, message: ServerMessage) -> None:
         self.protocol.send(message)
@@ -115,12 +144,67 @@ class Connection:
         elif isinstance(event, FrameIn):
             assert self.session is not None
             self._offer(self.session, event)
+        elif isinstance(event, SignalReceived):
+            self._spawn(self._signal(event.message))
         else:
             assert isinstance(event, CloseRequested) and self.session is not None
             self.app.close_session(self.session)
 
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _signal(self, message: Signal) -> None:
+        async with self._signalling:
+            if isinstance(message, WebRTCOffer):
+                await self._call(message.sdp)
+            elif isinstance(message, WebRTCCandidate):
+                await self._add_candidate(message)
+            else:
+                await self._hang_up()
+
+    async def _call(self, sdp: str) -> None:
+        """Answer an offer; a new offer replaces the call in progress."""
+        await self._hang_up()
+        session = self.session
+        assert session is not None
+        call = Call(self.app.webrtc, lambda frame: self._offer(session, frame), self._call_failed)
+        try:
+            answer = await call.answer(sdp)
+        except Exception as exc:  # aiortc refuses a bad offer with many exception types
+            await call.close()
+            self.send_error(InvalidField(f"webrtc.offer refused: {exc or type(exc).__name__}"))
+            return
+        self.call = call
+        session.video_out = True
+        self.send(WebRTCAnswer(sdp=answer))
+
+    async def _add_candidate(self, message: WebRTCCandidate) -> None:
+        if self.call is None:
+            self.send_error(InvalidField("send webrtc.offer before webrtc.candidate"))
+            return
+        try:
+            await self.call.add_candidate(
+                message.candidate, message.sdp_mid, message.sdp_mline_index
+            )
+        except Exception as exc:  # a malformed candidate line
+            self.send_error(InvalidField(f"webrtc.candidate refused: {exc or type(exc).__name__}"))
+
+    async def _hang_up(self) -> None:
+        call, self.call = self.call, None
+        if call is None:
+            return
+        if self.session is not None:
+            self.session.video_out = False
+        await call.close()
+
+    def _call_failed(self, reason: str) -> None:
+        self.send_error(ProtocolError(reason, code=ErrorCode.WEBRTC_FAILED))
+        self._spawn(self._signal(WebRTCClose()))
+
     def _offer(self, session: Session, frame: FrameIn) -> None:
-        if frame.image is None and not self.app.pipeline.text_to_image:
+        if frame.image is None and frame.video is None and not self.app.pipeline.text_to_image:
             needs = f"frame needs an 'image': {self.app.pipeline.name} has no text-to-image"
             self.send_error(InvalidField(needs), frame.id)
             return

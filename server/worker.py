@@ -44,12 +44,21 @@ class FrameResult:
 
 
 @dataclass(frozen=True, slots=True)
+class VideoResult:
+    """A generated frame for a session's WebRTC call: pixels, encoded by the call."""
+
+    pixels: np.ndarray
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class FrameFailed:
     frame_id: int
     error: ProtocolError
 
 
-Deliver = Callable[[Session, FrameResult | FrameFailed], None]
+Result = FrameResult | VideoResult | FrameFailed
+Deliver = Callable[[Session, Result], None]
 
 
 @dataclass(slots=True)
@@ -176,16 +185,26 @@ class InferenceWorker:
 
     def _decode(self, job: _Job) -> bool:
         """Decode ``job``'s image; False (the client told) when it is broken."""
-        if job.frame.image is None:
+        frame = job.frame
+        if frame.image is None and frame.video is None:
             return True
         start = time.perf_counter()
         try:
-            job.image = decode_image(job.frame.image, self._limits.max_image_pixels)
+            job.image = self._pixels(frame)
         except ProtocolError as error:
             self._deliver(job.session, FrameFailed(job.frame_id, error))
             return False
         self._observe(job, "decode", time.perf_counter() - start)
         return True
+
+    def _pixels(self, frame: FrameIn) -> np.ndarray:
+        if frame.video is None:
+            assert frame.image is not None
+            return decode_image(frame.image, self._limits.max_image_pixels)
+        try:
+            return frame.video()
+        except Exception as exc:  # whatever the video library raises, for this frame only
+            raise InvalidImage(f"a video frame did not convert to RGB: {exc}") from None
 
     def _infer(self, batch: list[tuple[_Job, FrameRequest]]) -> list[np.ndarray] | None:
         start = time.perf_counter()
@@ -212,6 +231,9 @@ class InferenceWorker:
 
     def _encode(self, item: tuple[_Job, FrameRequest, np.ndarray]) -> None:
         job, request, output = item
+        if job.session.video_out:
+            self._deliver(job.session, VideoResult(output, job.frame.received_at))
+            return
         start = time.perf_counter()
         params = request.params
         height, width = output.shape[:2]

@@ -35,6 +35,10 @@ from stream.messages import (
     SessionClosing,
     SessionStart,
     SessionStarted,
+    WebRTCAnswer,
+    WebRTCCandidate,
+    WebRTCClose,
+    WebRTCOffer,
 )
 from stream.params import parse_params_patch
 
@@ -95,10 +99,12 @@ class _Fields:
         self._kind = kind
         self._wire = wire
 
-    def take(self, name: str, kind: type) -> Any:
-        """The optional field ``name``, checked to be a ``kind``; None when absent."""
+    def take(self, name: str, kind: type, *, required: bool = False) -> Any:
+        """The field ``name``, checked to be a ``kind``; None when absent and not required."""
         value = self._wire.pop(name, None)
         if value is None:
+            if required:
+                raise InvalidField(f"{self._kind} needs the field {name!r}")
             return None
         if not isinstance(value, kind) or isinstance(value, bool):
             raise InvalidField(
@@ -161,15 +167,39 @@ def _session_close(f: _Fields) -> SessionClose:
     return SessionClose()
 
 
+def _webrtc_offer(f: _Fields) -> WebRTCOffer:
+    message = WebRTCOffer(sdp=f.take("sdp", str, required=True))
+    f.done()
+    return message
+
+
+def _webrtc_candidate(f: _Fields) -> WebRTCCandidate:
+    message = WebRTCCandidate(
+        candidate=f.take("candidate", str, required=True),
+        sdp_mid=f.take("sdp_mid", str),
+        sdp_mline_index=f.take("sdp_mline_index", int),
+    )
+    f.done()
+    return message
+
+
+def _webrtc_close(f: _Fields) -> WebRTCClose:
+    f.done()
+    return WebRTCClose()
+
+
 _CLIENT_PARSERS: dict[str, Callable[[_Fields], ClientMessage]] = {
     SessionStart.TYPE: _session_start,
     ParamsUpdate.TYPE: _params_update,
     Frame.TYPE: _frame,
     SessionClose.TYPE: _session_close,
+    WebRTCOffer.TYPE: _webrtc_offer,
+    WebRTCCandidate.TYPE: _webrtc_candidate,
+    WebRTCClose.TYPE: _webrtc_close,
 }
 
 _SERVER_TYPES: dict[str, type[ServerMessage]] = {
-    cls.TYPE: cls for cls in (SessionStarted, FrameOut, Error, SessionClosing)
+    cls.TYPE: cls for cls in (SessionStarted, FrameOut, Error, SessionClosing, WebRTCAnswer)
 }
 
 

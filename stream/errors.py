@@ -43,6 +43,7 @@ class ErrorCode(enum.StrEnum):
     SESSION_NOT_FOUND = "session_not_found"
     SERVER_BUSY = "server_busy"
     PIPELINE_FAILED = "pipeline_failed"
+    WEBRTC_FAILED = "webrtc_failed"
 
 
 class CloseCode(enum.IntEnum):

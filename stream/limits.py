@@ -19,7 +19,7 @@ class Limits:
     max_image_pixels: int = 2048 * 2048
     max_map_len: int = 32
     max_array_len: int = 32
-    max_str_len: int = 4096
+    max_str_len: int = 32 * 1024  # room for an SDP offer with many candidates
     # Generous: the input box makes a flood cheap; this bounds parsing work, not the UX.
     messages_per_s: float = 1000.0
     message_burst: int = 200

@@ -3,8 +3,10 @@
 Every WebSocket message is one binary frame holding one msgpack map with a
 ``type`` tag. The web client (``clients/web/``) mirrors these tags one for one.
 
-Client to server: ``session.start``, ``params.update``, ``frame``, ``session.close``.
-Server to client: ``session.started``, ``frame.out``, ``error``, ``session.closing``.
+Client to server: ``session.start``, ``params.update``, ``frame``, ``session.close``,
+and the WebRTC signalling ``webrtc.offer``, ``webrtc.candidate``, ``webrtc.close``.
+Server to client: ``session.started``, ``frame.out``, ``error``, ``session.closing``,
+``webrtc.answer``.
 """
 
 from __future__ import annotations
@@ -71,7 +73,35 @@ class SessionClose(_Message):
     TYPE: ClassVar[str] = "session.close"
 
 
-ClientMessage = SessionStart | ParamsUpdate | Frame | SessionClose
+@dataclass(frozen=True, slots=True)
+class WebRTCOffer(_Message):
+    """An SDP offer: the client's camera track in, a generated track back."""
+
+    TYPE: ClassVar[str] = "webrtc.offer"
+    sdp: str
+
+
+@dataclass(frozen=True, slots=True)
+class WebRTCCandidate(_Message):
+    """A trickled ICE candidate, as the browser's RTCIceCandidate names its parts."""
+
+    TYPE: ClassVar[str] = "webrtc.candidate"
+    candidate: str
+    sdp_mid: str | None = None
+    sdp_mline_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebRTCClose(_Message):
+    """Hang up the call; the session goes on over the WebSocket."""
+
+    TYPE: ClassVar[str] = "webrtc.close"
+
+
+ClientMessage = (
+    SessionStart | ParamsUpdate | Frame | SessionClose | WebRTCOffer | WebRTCCandidate | WebRTCClose
+)
+Signal = WebRTCOffer | WebRTCCandidate | WebRTCClose
 
 
 # Server to client.
@@ -87,6 +117,8 @@ class SessionStarted(_Message):
     params: dict[str, Any]
     limits: dict[str, Any]
     protocol: int = PROTOCOL_VERSION
+    # STUN/TURN servers for a WebRTC call, as RTCPeerConnection takes them.
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,4 +154,12 @@ class SessionClosing(_Message):
     reason: str
 
 
-ServerMessage = SessionStarted | FrameOut | Error | SessionClosing
+@dataclass(frozen=True, slots=True)
+class WebRTCAnswer(_Message):
+    """The SDP answer to ``webrtc.offer``; it carries all the server's ICE candidates."""
+
+    TYPE: ClassVar[str] = "webrtc.answer"
+    sdp: str
+
+
+ServerMessage = SessionStarted | FrameOut | Error | SessionClosing | WebRTCAnswer

@@ -28,6 +28,7 @@ from stream.events import (
     FrameIn,
     ParamsUpdated,
     PeerErrored,
+    SignalReceived,
     StartRequested,
 )
 from stream.limits import Limits, TokenBucket
@@ -40,6 +41,9 @@ from stream.messages import (
     SessionClose,
     SessionStart,
     SessionStarted,
+    WebRTCCandidate,
+    WebRTCClose,
+    WebRTCOffer,
 )
 
 # Messages queued for a peer that does not read them; past this the connection closes.
@@ -105,6 +109,8 @@ class SessionProtocol:
             return ParamsUpdated(message.params)
         if isinstance(message, Frame):
             return FrameIn(message.image, message.id, message.params, now)
+        if isinstance(message, WebRTCOffer | WebRTCCandidate | WebRTCClose):
+            return SignalReceived(message)
         assert isinstance(message, SessionClose)
         self.close(CloseCode.NORMAL, "session closed by the client")
         return CloseRequested()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -114,4 +115,27 @@ class FailingPipeline(PassthroughPipeline):
         outputs = super().__call__(requests)
         if any(request.params.prompt == "floats" for request in requests):
             return [output.astype(np.float32) for output in outputs]
+        return outputs
+
+
+class ShadingPipeline(PassthroughPipeline):
+    """Passthrough whose bottom half is grey at ``strength``, after ``cost_s`` of work.
+
+    A param change shows in the frames, the top half (where test video carries
+    its frame number) goes through unchanged, and the fixed cost makes the
+    pipeline slower than a camera when a test needs that.
+    """
+
+    def __init__(self, cost_s: float = 0.0) -> None:
+        super().__init__(PipelineOptions(device="cpu"))
+        self.cost_s = cost_s
+
+    def __call__(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:
+        if self.cost_s:
+            time.sleep(self.cost_s)
+        outputs = []
+        for request, image in zip(requests, super().__call__(requests), strict=True):
+            shaded = image.copy()
+            shaded[image.shape[0] // 2 :] = round(request.params.strength * 255)
+            outputs.append(shaded)
         return outputs

@@ -36,6 +36,10 @@ from stream.messages import (
     SessionClosing,
     SessionStart,
     SessionStarted,
+    WebRTCAnswer,
+    WebRTCCandidate,
+    WebRTCClose,
+    WebRTCOffer,
 )
 
 LIMITS = Limits()
@@ -51,6 +55,10 @@ LIMITS = Limits()
         Frame(image=b"", id=MAX_FRAME_ID, params={"steps": 4}),
         Frame(params={"prompt": "a text-to-image request has no image"}),
         SessionClose(),
+        WebRTCOffer(sdp="v=0\r\n"),
+        WebRTCCandidate(candidate="candidate:1 1 udp 1 127.0.0.1 5000 typ host", sdp_mid="0"),
+        WebRTCCandidate(candidate="", sdp_mline_index=0),
+        WebRTCClose(),
     ],
     ids=repr,
 )
@@ -93,6 +101,12 @@ def test_params_are_checked_and_ints_for_floats_normalised() -> None:
         (msgpack.packb({"type": 3}), UnknownMessageType, "3"),
         (msgpack.packb({"type": "session.close", "reason": "x"}), InvalidField, "'reason'"),
         (msgpack.packb({"type": "frame", "image": "jpeg"}), InvalidField, "must be bytes, got str"),
+        (
+            msgpack.packb({"type": "webrtc.offer"}),
+            InvalidField,
+            "webrtc.offer needs the field 'sdp'",
+        ),
+        (msgpack.packb({"type": "webrtc.candidate", "candidate": 1}), InvalidField, "got int"),
         (msgpack.packb({"type": "frame", "image": b"", "id": True}), InvalidField, "got bool"),
         (msgpack.packb({"type": "frame", "image": b"", "id": 1.0}), InvalidField, "'id'"),
         (msgpack.packb({"type": "frame", "image": b"", "id": -1}), InvalidField, "got -1"),
@@ -174,6 +188,7 @@ def test_message_over_the_byte_limit_is_fatal_with_message_too_big() -> None:
         ),
         Error(code=ErrorCode.INVALID_FIELD, message="bad", fatal=True, id=3),
         SessionClosing(reason="shutdown"),
+        WebRTCAnswer(sdp="v=0\r\n"),
     ],
     ids=lambda message: message.TYPE,
 )

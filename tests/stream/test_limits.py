@@ -19,7 +19,7 @@ def test_limits_go_on_the_wire_as_a_plain_map() -> None:
         "max_image_pixels": 2048 * 2048,
         "max_map_len": 8,
         "max_array_len": 32,
-        "max_str_len": 4096,
+        "max_str_len": 32768,
         "messages_per_s": 1000.0,
         "message_burst": 200,
     }

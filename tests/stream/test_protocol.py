@@ -22,10 +22,18 @@ from stream.events import (
     FrameIn,
     ParamsUpdated,
     PeerErrored,
+    SignalReceived,
     StartRequested,
 )
 from stream.limits import Limits
-from stream.messages import Error, ServerMessage, SessionStarted
+from stream.messages import (
+    Error,
+    ServerMessage,
+    SessionStarted,
+    WebRTCCandidate,
+    WebRTCClose,
+    WebRTCOffer,
+)
 from stream.protocol import MAX_PENDING_MESSAGES, ConnectionState, SessionProtocol
 
 START = msgpack.packb({"type": "session.start"})
@@ -100,6 +108,25 @@ def test_frame_yields_frame_in_stamped_with_the_receive_time() -> None:
     wire = {"type": "frame", "image": b"jpeg", "id": 7, "params": {"seed": 3}}
     events = protocol.receive(msgpack.packb(wire), now=2.5)
     assert events == [FrameIn(image=b"jpeg", id=7, patch={"seed": 3}, received_at=2.5)]
+    assert sent(protocol) == []
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        ({"type": "webrtc.offer", "sdp": "v=0"}, WebRTCOffer(sdp="v=0")),
+        (
+            {"type": "webrtc.candidate", "candidate": "candidate:1", "sdp_mline_index": 0},
+            WebRTCCandidate(candidate="candidate:1", sdp_mline_index=0),
+        ),
+        ({"type": "webrtc.close"}, WebRTCClose()),
+    ],
+)
+def test_webrtc_signalling_goes_to_the_transport(
+    wire: dict[str, object], message: WebRTCOffer | WebRTCCandidate | WebRTCClose
+) -> None:
+    protocol = open_protocol()
+    assert protocol.receive(msgpack.packb(wire), now=1.0) == [SignalReceived(message)]
     assert sent(protocol) == []
 
 

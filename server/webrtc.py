@@ -1,0 +1,194 @@
+"""WebRTC calls: a session's camera comes in over RTP, its generated frames go back.
+
+Signalling travels over the session's WebSocket (``webrtc.offer``, ``.answer``,
+``.candidate``, ``.close``), so WebRTC needs no second HTTP API. Incoming video
+is drained without pause into the session's latest-wins input box: a model
+slower than the camera drops frames, never queues them, and a frame is
+converted to RGB only if the worker takes it, on a codec thread. Outgoing, a
+track sends the newest generated frame each time there is one, so the video
+runs at the model's real rate; aiortc encodes it on its executor threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamError
+from aiortc.sdp import candidate_from_sdp
+from av import VideoFrame
+
+from stream.events import FrameIn
+from stream.inbox import LatestBox
+
+log = logging.getLogger(__name__)
+
+CODECS = ("vp8", "h264")
+
+
+@dataclass(frozen=True, slots=True)
+class WebRTCOptions:
+    ice_servers: Sequence[dict[str, Any]]
+    codec: str
+    bitrate_bps: int
+
+
+def parse_ice_servers(value: str) -> list[dict[str, Any]]:
+    """``--ice-servers``: a JSON list of RTCIceServer maps (urls, username, credential)."""
+    try:
+        servers = json.loads(value or "[]")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--ice-servers must be JSON: {exc}") from None
+    if not isinstance(servers, list) or not all(
+        isinstance(s, dict) and "urls" in s for s in servers
+    ):
+        raise ValueError('--ice-servers takes a JSON list like [{"urls": "stun:host:3478"}]')
+    return servers
+
+
+def configure_aiortc(bitrate_bps: int, host_addresses: Sequence[str] | None) -> None:
+    """Set what aiortc and aioice only read from module globals, once per process.
+
+    aiortc starts every video encoder at a fixed bitrate (500 kbit/s for VP8),
+    far too low for full-frame generated video, and aioice offers every
+    interface but loopback as a host candidate. ``host_addresses`` None keeps
+    aioice's choice; a list limits candidates to those addresses.
+    """
+    import aioice.ice
+    from aiortc.codecs import h264, vpx
+
+    vpx.DEFAULT_BITRATE = bitrate_bps
+    vpx.MAX_BITRATE = max(vpx.MAX_BITRATE, bitrate_bps)
+    h264.DEFAULT_BITRATE = bitrate_bps
+    h264.MAX_BITRATE = max(h264.MAX_BITRATE, bitrate_bps)
+    if host_addresses is not None:
+        addresses = list(host_addresses)
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [
+            a for a in addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)
+        ]
+
+
+class GeneratedTrack(MediaStreamTrack):
+    """Sends the newest generated frame when there is a new one; never queues."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._frames: LatestBox[np.ndarray] = LatestBox()
+        self._new_frame = asyncio.Event()
+        self._started = time.perf_counter()
+        self._last_pts = -1
+
+    def put(self, pixels: np.ndarray) -> None:
+        """A new (height, width, 3) uint8 frame; one not yet sent is replaced."""
+        self._frames.put(pixels)
+        self._new_frame.set()
+
+    async def recv(self) -> VideoFrame:
+        while (pixels := self._frames.take()) is None:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._new_frame.clear()
+            await self._new_frame.wait()
+        frame = VideoFrame.from_ndarray(pixels, format="rgb24")
+        # Wall-clock timestamps show the model's real pace; they never run backwards.
+        pts = round((time.perf_counter() - self._started) * VIDEO_CLOCK_RATE)
+        self._last_pts = max(pts, self._last_pts + 1)
+        frame.pts, frame.time_base = self._last_pts, VIDEO_TIME_BASE
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._new_frame.set()  # wake a waiting recv so it can end
+
+
+class Call:
+    """One session's peer connection, from an offer to hang-up."""
+
+    def __init__(
+        self,
+        options: WebRTCOptions,
+        offer_input: Callable[[FrameIn], None],
+        on_failed: Callable[[str], None],
+    ) -> None:
+        servers = [RTCIceServer(**server) for server in options.ice_servers]
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        self.output = GeneratedTrack()
+        self._options = options
+        self._offer_input = offer_input
+        self._on_failed = on_failed
+        self._drains: set[asyncio.Task[None]] = set()
+        self.pc.on("track", self._on_track)
+        self.pc.on("connectionstatechange", self._on_state)
+
+    async def answer(self, sdp: str) -> str:
+        """Take the client's offer; the answer holds all our ICE candidates (no trickle)."""
+        # Our track first: the offer's video line then binds to its transceiver,
+        # which is where codec preferences must already be set.
+        sender = self.pc.addTrack(self.output)
+        [transceiver] = [t for t in self.pc.getTransceivers() if t.sender is sender]
+        transceiver.setCodecPreferences(
+            [
+                codec
+                for codec in RTCRtpSender.getCapabilities("video").codecs
+                if codec.mimeType.lower() in (f"video/{self._options.codec}", "video/rtx")
+            ]
+        )
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        if transceiver.mid is None:
+            raise ValueError("the offer has no video: send a camera track")
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        description = self.pc.localDescription
+        assert description is not None
+        return description.sdp
+
+    async def add_candidate(self, candidate: str, sdp_mid: str | None, index: int | None) -> None:
+        if not candidate:
+            return  # end of candidates
+        parsed = candidate_from_sdp(candidate.removeprefix("candidate:"))
+        parsed.sdpMid, parsed.sdpMLineIndex = sdp_mid, index
+        await self.pc.addIceCandidate(parsed)
+
+    async def close(self) -> None:
+        self.output.stop()
+        await self.pc.close()
+        for task in self._drains:
+            task.cancel()
+        await asyncio.gather(*self._drains, return_exceptions=True)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "video":
+            return
+        task = asyncio.create_task(self._drain(track))
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    async def _drain(self, track: MediaStreamTrack) -> None:
+        """Take every incoming frame as it arrives: aiortc's own queue never grows."""
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                assert isinstance(frame, VideoFrame)
+                convert = functools.partial(frame.to_ndarray, format="rgb24")
+                self._offer_input(FrameIn(None, None, {}, time.perf_counter(), video=convert))
+
+    async def _on_state(self) -> None:
+        if self.pc.connectionState == "failed":
+            self._on_failed("the WebRTC connection failed (network lost or blocked)")
