@@ -1,5 +1,5 @@
 """The README tells the truth: a client written from its protocol section alone
-(plain websockets and msgpack, no livegen imports), and its Python example as written.
+(plain websockets and msgpack, no livegen imports), and its Python examples as written.
 """
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ import asyncio
 from pathlib import Path
 
 import msgpack
+import pytest
 from websockets.asyncio.client import connect
 
-from tests.helpers import WAIT_S, ws_url
+from tests.helpers import WAIT_S, ShadingPipeline, ws_url
 
 
 async def exchange(websocket, message: dict) -> dict:
@@ -66,7 +67,8 @@ async def test_the_readme_resume(start_server):
 async def test_the_readme_python_example_runs_as_written(start_server, jpeg, tmp_path, monkeypatch):
     server = await start_server()
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    section = readme.split("## The Python client", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "sketch.jpg").write_bytes(jpeg(seed=3))
     monkeypatch.chdir(tmp_path)
 
@@ -75,3 +77,16 @@ async def test_the_readme_python_example_runs_as_written(start_server, jpeg, tmp
 
     assert (tmp_path / "out.jpg").read_bytes().startswith(b"\xff\xd8")
     assert (tmp_path / "owl.jpg").read_bytes().startswith(b"\xff\xd8")
+
+
+@pytest.mark.slow
+async def test_the_readme_webrtc_example_runs_as_written(start_server, capsys):
+    server = await start_server(ShadingPipeline())
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("## WebRTC", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+    code = example.replace("ws://127.0.0.1:8000/ws", ws_url(server))
+    await asyncio.to_thread(exec, compile(code, "README.md", "exec"), {"__name__": "readme"})
+
+    restyled = int(capsys.readouterr().out.split()[0])
+    assert restyled > 10
