@@ -200,13 +200,16 @@ def _wait_for(check: Callable[[], Any], what: str, process: subprocess.Popen[byt
 
 
 @contextlib.contextmanager
-def livegen_server() -> Iterator[ServerProcess]:
-    """A passthrough server on a free loopback port, ready; SIGTERM (then kill) on exit."""
+def livegen_server(
+    command: Sequence[str] = ("-m", "server", "serve", *SERVER_ARGS),
+) -> Iterator[ServerProcess]:
+    """A server (passthrough unless ``command`` says otherwise: the arguments to
+    Python) on a free loopback port, ready; SIGTERM (then kill) on exit."""
     with tempfile.TemporaryDirectory() as folder:
         log_path = Path(folder) / "server.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "server", "serve", *SERVER_ARGS],
+                [sys.executable, *command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

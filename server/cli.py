@@ -39,8 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # websockets logs every HTTP request at INFO; health probes would drown the log.
-    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # websockets logs every HTTP request at INFO, aioice every ICE check: noise.
+    for chatty in ("websockets", "aioice", "aiortc"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     print(f"livegen configuration:\n{config.describe()}", flush=True)
     try:
         server = LivegenServer(config)

@@ -30,7 +30,9 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamError
+from aiortc.rtp import RtpPacket
 from aiortc.sdp import candidate_from_sdp
 from av import VideoFrame
 
@@ -62,16 +64,52 @@ def parse_ice_servers(value: str) -> list[dict[str, Any]]:
     return servers
 
 
+class MarkerJitterBuffer(JitterBuffer):
+    """aiortc's jitter buffer, but a video frame leaves once its last packet is in.
+
+    The sender marks a frame's last packet (the RTP marker bit). aiortc's own
+    buffer ignores it and waits for the first packet of the next frame, which
+    holds every received frame back by one frame interval: 33 ms at 30 fps.
+    """
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        if not self._is_video:
+            return super()._remove_frame(sequence_number)
+        assert self._origin is not None
+        packets: list[RtpPacket] = []
+        for count in range(self._capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None:
+                return None  # a gap: the frame is not complete yet
+            if packets and packet.timestamp != packets[0].timestamp:
+                break  # the next frame began, so this one is whole (its marker was lost)
+            packets.append(packet)
+            if packet.marker:
+                break
+        else:
+            return None
+        frame = JitterFrame(
+            data=b"".join(p._data for p in packets),  # type: ignore[attr-defined]
+            timestamp=packets[0].timestamp,
+        )
+        self.remove(len(packets))
+        return frame
+
+
 def configure_aiortc(bitrate_bps: int, host_addresses: Sequence[str] | None) -> None:
     """Set what aiortc and aioice only read from module globals, once per process.
 
     aiortc starts every video encoder at a fixed bitrate (500 kbit/s for VP8),
-    far too low for full-frame generated video, and aioice offers every
-    interface but loopback as a host candidate. ``host_addresses`` None keeps
-    aioice's choice; a list limits candidates to those addresses.
+    far too low for full-frame generated video; its receivers hold each frame
+    back until the next one starts (see :class:`MarkerJitterBuffer`); and aioice
+    offers every interface but loopback as a host candidate. ``host_addresses``
+    None keeps aioice's choice; a list limits candidates to those addresses.
     """
     import aioice.ice
+    import aiortc.rtcrtpreceiver
     from aiortc.codecs import h264, vpx
+
+    aiortc.rtcrtpreceiver.JitterBuffer = MarkerJitterBuffer  # type: ignore[attr-defined]
 
     vpx.DEFAULT_BITRATE = bitrate_bps
     vpx.MAX_BITRATE = max(vpx.MAX_BITRATE, bitrate_bps)

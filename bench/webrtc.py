@@ -1,0 +1,287 @@
+"""Glass-to-glass latency over WebRTC: a camera frame sent to its generated frame received.
+
+A livegen server runs on loopback in its own process; this process calls it
+with an aiortc peer that sends 30 fps synthetic video and reads back what the
+server sends. Three cases:
+
+- ``passthrough``: each frame carries its number in a strip of blocks that
+  survives VP8; the frame that comes back is matched to the one sent.
+- ``fixed-cost``: the same, through a pipeline that costs a fixed ``T`` per
+  frame (slower than the camera, so the server must drop frames), run long
+  enough to see whether latency creeps up.
+- ``diffusion``: a tiny random-weight SD-Turbo-architecture model. Its output
+  cannot carry a number, so the camera holds still and flips between two
+  pictures once a second; a flip's latency is the time to the first received
+  frame that differs from the steady output by far more than codec noise.
+
+Results: p50/p95/p99 ms, received fps, the latency trend (first and last third
+medians, least-squares slope), server RSS at start and end. JSON to
+bench/results/webrtc.json. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiortc import MediaStreamTrack
+from av import VideoFrame
+from roundtrip import ServerProcess, latency_ms, livegen_server, machine_info, run_event_loop
+
+from livegen_client import LivegenClient
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # tests/ holds the aiortc test peer and the model builder
+
+from tests.rtc import CLOCK_RATE, Caller, MarkedTrack  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "webrtc.json"
+SIZE_PX = 512
+CAMERA_FPS = 30.0
+FLIP_INTERVAL_S = 1.0
+PASSTHROUGH_P50_TARGET_MS = 80.0
+SLACK_MS = 80.0  # the fixed-cost target: p95 <= 2 T + this
+SERVER_ARGS = ("--host", "127.0.0.1", "--port", "0")
+
+
+class FlippingTrack(MediaStreamTrack):
+    """A still camera that switches between two pictures every ``interval_s``."""
+
+    kind = "video"
+
+    def __init__(self, size_px: int, fps: float, interval_s: float) -> None:
+        super().__init__()
+        y, x = np.mgrid[0:size_px, 0:size_px]
+        first = np.stack([x * 255 // size_px, y * 255 // size_px, np.full_like(x, 60)], -1)
+        self.pictures = [first.astype(np.uint8), (255 - first).astype(np.uint8)]
+        self.fps, self.interval_s = fps, interval_s
+        self.flips_at: list[float] = []
+        self.sent_at: dict[int, float] = {}  # no frame numbers: flips are the markers
+        self._count = 0
+        self._started: float | None = None
+
+    async def recv(self) -> VideoFrame:
+        now = time.perf_counter()
+        if self._started is None:
+            self._started = now
+        due = self._started + self._count / self.fps
+        await asyncio.sleep(max(0.0, due - now))
+        index = int((self._count / self.fps) // self.interval_s) % 2
+        if self._count and index != int(((self._count - 1) / self.fps) // self.interval_s) % 2:
+            self.flips_at.append(time.perf_counter())
+        frame = VideoFrame.from_ndarray(self.pictures[index], format="rgb24")
+        frame.pts = round(self._count * CLOCK_RATE / self.fps)
+        frame.time_base = fractions.Fraction(1, CLOCK_RATE)
+        self._count += 1
+        return frame
+
+
+def trend(samples: Sequence[tuple[float, float]]) -> dict[str, float]:
+    """Does latency grow with time? Thirds' medians and the least-squares slope."""
+    times = np.asarray([t for t, _ in samples]) - samples[0][0]
+    ms = np.asarray([latency for _, latency in samples]) * 1000.0
+    third = max(1, len(ms) // 3)
+    slope = float(np.polyfit(times, ms, 1)[0]) if len(ms) > 1 else 0.0
+    return {
+        "first_third_p50_ms": round(float(np.median(ms[:third])), 2),
+        "last_third_p50_ms": round(float(np.median(ms[-third:])), 2),
+        "slope_ms_per_min": round(slope * 60.0, 3),
+    }
+
+
+async def marked_call(server: ServerProcess, warmup_s: float, duration_s: float) -> dict[str, Any]:
+    async with await LivegenClient.connect(server.ws_url) as client:
+        caller = await Caller.start(client, MarkedTrack(SIZE_PX, SIZE_PX, CAMERA_FPS))
+        await caller.frames(1, 60.0)
+        await asyncio.sleep(warmup_s)
+        caller.received.latencies_s.clear()
+        counted = caller.received.count
+        rss_start = server.rss_mib()
+        await asyncio.sleep(duration_s)
+        rss_end = server.rss_mib()
+        received = caller.received.count - counted
+        samples = list(caller.received.latencies_s)
+        await caller.hang_up()
+    return {
+        "matched_frames": len(samples),
+        "received_fps": round(received / duration_s, 2),
+        "latency_ms": latency_ms([latency for _, latency in samples]),
+        "trend": trend(samples),
+        "server_rss_mib": {"start": rss_start, "end": rss_end},
+    }
+
+
+async def flipping_call(
+    server: ServerProcess, warmup_s: float, duration_s: float
+) -> dict[str, Any]:
+    camera = FlippingTrack(SIZE_PX, CAMERA_FPS, FLIP_INTERVAL_S)
+    async with await LivegenClient.connect(server.ws_url) as client:
+        caller = await Caller.start(client, camera)  # type: ignore[arg-type]
+        await caller.frames(1, 60.0)
+        await asyncio.sleep(warmup_s)
+        frames: list[tuple[float, np.ndarray]] = []
+        counted = caller.received.count
+        started = time.perf_counter()
+        rss_start = server.rss_mib()
+        while (now := time.perf_counter()) < started + duration_s:
+            frame = await caller.frames(1, 10.0)
+            frames.append((now, frame.astype(np.int16)))
+        rss_end = server.rss_mib()
+        received = caller.received.count - counted
+        await caller.hang_up()
+    samples = flip_latencies(camera.flips_at, frames, started)
+    return {
+        "matched_flips": len(samples),
+        "received_fps": round(received / duration_s, 2),
+        "latency_ms": latency_ms([latency for _, latency in samples]),
+        "trend": trend(samples),
+        "server_rss_mib": {"start": rss_start, "end": rss_end},
+    }
+
+
+def flip_latencies(
+    flips_at: Sequence[float], frames: Sequence[tuple[float, np.ndarray]], since: float
+) -> list[tuple[float, float]]:
+    """For each flip, the delay to the first frame far from the steady one before it."""
+    differences = [
+        float(np.abs(b - a).mean()) for (_, a), (_, b) in zip(frames, frames[1:], strict=False)
+    ]
+    noise = statistics.median(differences)
+    threshold = max(4.0 * noise, 0.5 * max(differences))
+    samples = []
+    for flip in (f for f in flips_at if f > since):
+        before = [frame for at, frame in frames if at < flip]
+        after = [(at, frame) for at, frame in frames if at >= flip]
+        if not before or not after:
+            continue
+        steady = before[-1]
+        changed = next(
+            (at for at, frame in after if np.abs(frame - steady).mean() > threshold), None
+        )
+        if changed is not None and changed - flip < FLIP_INTERVAL_S:
+            samples.append((flip, changed - flip))
+    return samples
+
+
+def serve_fixed_cost(cost_s: float) -> int:
+    """``livegen serve`` with a pipeline that costs ``cost_s`` a frame (a child process)."""
+    from server.app import LivegenServer
+    from server.cli import run, serve
+    from server.config import ServerConfig
+    from tests.helpers import ShadingPipeline
+
+    config = ServerConfig(host="127.0.0.1", port=0, log_level="warning")
+    return run(serve(LivegenServer(config, ShadingPipeline(cost_s=cost_s))))
+
+
+def run_case(
+    name: str, command: Sequence[str], call: Any, args: argparse.Namespace
+) -> dict[str, Any]:
+    print(f"{name}: {args.duration if name != 'fixed-cost' else args.long_duration:g} s ...")
+    duration = args.long_duration if name == "fixed-cost" else args.duration
+    with livegen_server(command) as server:
+        result: dict[str, Any] = run_event_loop(call(server, args.warmup, duration))
+    result["server_command"] = list(command)
+    result["duration_s"] = duration
+    latency = result["latency_ms"]
+    print(
+        f"  p50 {latency['p50']} ms, p95 {latency['p95']} ms, p99 {latency['p99']} ms, "
+        f"{result['received_fps']} fps, trend {result['trend']}"
+    )
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=20.0, help="measured s per short case")
+    parser.add_argument(
+        "--long-duration", type=float, default=60.0, help="measured s for the fixed-cost case"
+    )
+    parser.add_argument("--warmup", type=float, default=3.0, help="unrecorded s per case")
+    parser.add_argument("--cost", type=float, default=0.1, help="fixed cost T per frame, s")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 4 s cases")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--serve-fixed-cost", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_fixed_cost is not None:
+        return serve_fixed_cost(args.serve_fixed_cost)
+    if args.quick:
+        args.duration = args.long_duration = 4.0
+        args.warmup = 1.0
+
+    from server.webrtc import configure_aiortc
+    from tests.models import save_model
+
+    # This peer, like the server, offers only loopback candidates.
+    configure_aiortc(bitrate_bps=3_000_000, host_addresses=["127.0.0.1"])
+
+    result: dict[str, Any] = {
+        "benchmark": "webrtc",
+        "machine": machine_info(),
+        "settings": {
+            "size_px": SIZE_PX,
+            "camera_fps": CAMERA_FPS,
+            "codec": "vp8 (livegen's default), 3 Mbit/s start",
+            "warmup_s": args.warmup,
+            "fixed_cost_s": args.cost,
+            "client": "aiortc peer in this process; server in its own process, loopback",
+        },
+    }
+    serve = ("-m", "server", "serve", *SERVER_ARGS)
+    with tempfile.TemporaryDirectory() as folder:
+        model = save_model(Path(folder) / "sd-turbo", family="sd-turbo")
+        result["passthrough"] = run_case(
+            "passthrough", (*serve, "--pipeline", "passthrough"), marked_call, args
+        )
+        result["fixed_cost"] = run_case(
+            "fixed-cost",
+            (str(Path(__file__)), "--serve-fixed-cost", str(args.cost)),
+            marked_call,
+            args,
+        )
+        result["diffusion"] = run_case(
+            "diffusion",
+            (*serve, "--pipeline", "sd-turbo", "--model", str(model)),
+            flipping_call,
+            args,
+        )
+    fixed = result["fixed_cost"]
+    result["targets"] = {
+        "passthrough_p50_ms": {
+            "value": result["passthrough"]["latency_ms"]["p50"],
+            "goal": f"<= {PASSTHROUGH_P50_TARGET_MS:g}",
+            "pass": result["passthrough"]["latency_ms"]["p50"] <= PASSTHROUGH_P50_TARGET_MS,
+        },
+        "fixed_cost_p95_ms": {
+            "value": fixed["latency_ms"]["p95"],
+            "goal": f"<= 2 T + {SLACK_MS:g} = {2000 * args.cost + SLACK_MS:g}",
+            "pass": fixed["latency_ms"]["p95"] <= 2000 * args.cost + SLACK_MS,
+        },
+        "fixed_cost_no_upward_trend": {
+            "value": fixed["trend"],
+            "goal": "last third's p50 <= first third's p50 + 10 ms",
+            "pass": fixed["trend"]["last_third_p50_ms"]
+            <= fixed["trend"]["first_third_p50_ms"] + 10.0,
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    for name, target in result["targets"].items():
+        verdict = "PASS" if target["pass"] else "FAIL"
+        print(f"{name}: {target['value']} (goal {target['goal']}): {verdict}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
