@@ -169,7 +169,7 @@ class Connection:
         await self._hang_up()
         session = self.session
         assert session is not None
-        call = Call(self.app.webrtc, lambda frame: self._offer(session, frame), self._call_failed)
+        call = Call(self.app.webrtc, lambda frame: self._offer(session, frame), self._call_ended)
         try:
             answer = await call.answer(sdp)
         except Exception as exc:  # aiortc refuses a bad offer with many exception types
@@ -199,8 +199,12 @@ class Connection:
             self.session.video_out = False
         await call.close()
 
-    def _call_failed(self, reason: str) -> None:
-        self.send_error(ProtocolError(reason, code=ErrorCode.WEBRTC_FAILED))
+    def _call_ended(self, call: Call, reason: str | None) -> None:
+        """The peer connection failed or the peer closed it: free the call."""
+        if call is not self.call:
+            return  # already hung up or replaced
+        if reason is not None:
+            self.send_error(ProtocolError(reason, code=ErrorCode.WEBRTC_FAILED))
         self._spawn(self._signal(WebRTCClose()))
 
     def _offer(self, session: Session, frame: FrameIn) -> None:

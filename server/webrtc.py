@@ -164,14 +164,16 @@ class Call:
         self,
         options: WebRTCOptions,
         offer_input: Callable[[FrameIn], None],
-        on_failed: Callable[[str], None],
+        on_ended: Callable[[Call, str | None], None],
     ) -> None:
+        """``on_ended(call, reason)`` is told when the connection fails (with why)
+        or the peer closes it (reason None)."""
         servers = [RTCIceServer(**server) for server in options.ice_servers]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.output = GeneratedTrack()
         self._options = options
         self._offer_input = offer_input
-        self._on_failed = on_failed
+        self._on_ended = on_ended
         self._drains: set[asyncio.Task[None]] = set()
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
@@ -229,4 +231,6 @@ class Call:
 
     async def _on_state(self) -> None:
         if self.pc.connectionState == "failed":
-            self._on_failed("the WebRTC connection failed (network lost or blocked)")
+            self._on_ended(self, "the WebRTC connection failed (network lost or blocked)")
+        elif self.pc.connectionState == "closed":
+            self._on_ended(self, None)

@@ -199,3 +199,26 @@ async def test_session_started_tells_the_client_its_ice_servers(start_server):
     assert started.ice_servers == msgpack.unpackb(
         msgpack.packb([{"urls": "turn:127.0.0.1:3478", "username": "u", "credential": "c"}])
     )
+
+
+async def test_a_peer_that_closes_its_side_ends_the_call_and_the_session_goes_on(
+    start_server, jpeg
+):
+    server = await start_server(ShadingPipeline())
+    async with await LivegenClient.connect(ws_url(server)) as client:
+        caller = await Caller.start(client)
+        await caller.frames(1, CALL_WAIT_S)
+        [connection] = server.connections
+        await caller.hang_up()  # no webrtc.close: the peer connection just goes away
+        await wait_until(lambda: connection.call is None)
+        await client.send_frame(jpeg(seed=1), frame_id=5)
+        frame = await asyncio.wait_for(client.next_frame(), WAIT_S)
+
+    assert frame.id == 5  # frames go back to frame.out once the call is over
+
+
+async def test_the_configured_bitrate_is_where_encoders_start(start_server):
+    from aiortc.codecs import vpx
+
+    await start_server(ShadingPipeline(), webrtc_bitrate=4_000_000)
+    assert vpx.Vp8Encoder().target_bitrate == 4_000_000
