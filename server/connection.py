@@ -195,8 +195,10 @@ class Connection:
         call, self.call = self.call, None
         if call is None:
             return
-        if self.session is not None:
-            self.session.video_out = False
+        session = self.session
+        # A session resumed elsewhere may have a call of its own there by now.
+        if session is not None and self.app.attached.get(session.id) in (self, None):
+            session.video_out = False
         await call.close()
 
     def _call_ended(self, call: Call, reason: str | None) -> None:
