@@ -177,7 +177,6 @@ class Connection:
             self.send_error(InvalidField(f"webrtc.offer refused: {exc or type(exc).__name__}"))
             return
         self.call = call
-        session.video_out = True
         self.send(WebRTCAnswer(sdp=answer))
 
     async def _add_candidate(self, message: WebRTCCandidate) -> None:
@@ -195,11 +194,12 @@ class Connection:
         call, self.call = self.call, None
         if call is None:
             return
-        session = self.session
-        # A session resumed elsewhere may have a call of its own there by now.
-        if session is not None and self.app.attached.get(session.id) in (self, None):
-            session.video_out = False
         await call.close()
+        session = self.session
+        # A camera frame still waiting has nowhere to go; a session resumed
+        # elsewhere may have a call of its own there by now, so only when here.
+        if session is not None and self.app.attached.get(session.id) in (self, None):
+            session.inbox.take_if(lambda frame: frame.video is not None)
 
     def _call_ended(self, call: Call, reason: str | None) -> None:
         """The peer connection failed or the peer closed it: free the call."""

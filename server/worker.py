@@ -231,7 +231,7 @@ class InferenceWorker:
 
     def _encode(self, item: tuple[_Job, FrameRequest, np.ndarray]) -> None:
         job, request, output = item
-        if job.session.video_out:
+        if job.frame.video is not None:  # a camera frame's output goes back as video
             self._deliver(job.session, VideoResult(output, job.frame.received_at))
             return
         start = time.perf_counter()

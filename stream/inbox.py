@@ -8,6 +8,7 @@ latency stays bounded instead of growing with a queue.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -32,6 +33,15 @@ class LatestBox(Generic[T]):
     def take(self) -> T | None:
         with self._lock:
             item, self._item = self._item, None
+            return item
+
+    def take_if(self, wanted: Callable[[T], bool]) -> T | None:
+        """Take the item only if ``wanted(item)``; otherwise leave it."""
+        with self._lock:
+            item = self._item
+            if item is None or not wanted(item):
+                return None
+            self._item = None
             return item
 
     def __bool__(self) -> bool:

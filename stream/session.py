@@ -27,8 +27,6 @@ class Session:
     # input never replaces a good one.
     last_decoded: FrameIn | None = None
     pipeline_state: Any = None
-    # True while a WebRTC call takes the generated frames (as video, not frame.out).
-    video_out: bool = False
     # Monotonic deadline while detached; None while a connection holds the session.
     expires_at: float | None = None
     frames_in: int = 0

@@ -144,7 +144,7 @@ async def test_closing_the_websocket_closes_the_call(start_server):
     await caller.hang_up()
 
     assert call is not None and call.pc.connectionState == "closed"
-    assert session is not None and not session.video_out
+    assert session is not None and not session.inbox
 
 
 async def test_a_bad_offer_is_refused_and_the_session_goes_on(start_server, jpeg):

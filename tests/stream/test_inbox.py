@@ -64,3 +64,12 @@ def test_two_threads_lose_nothing_uncounted_and_never_go_back_in_time() -> None:
     assert taken == sorted(set(taken))
     assert len(taken) + box.dropped == count
     assert not box
+
+
+def test_take_if_takes_only_a_wanted_item() -> None:
+    box: LatestBox[int] = LatestBox()
+    assert box.take_if(lambda item: True) is None
+    box.put(3)
+    assert box.take_if(lambda item: item > 5) is None
+    assert box.take_if(lambda item: item == 3) == 3
+    assert not box and box.dropped == 0
