@@ -18,6 +18,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from pipelines import Pipeline, create_pipeline
 from server.config import ServerConfig
 from server.connection import Connection
+from server.fal import FalConnection, FalGate, is_fal_request
 from server.http import Routes, load_static_files
 from server.metrics import Metrics
 from server.webrtc import configure_aiortc
@@ -32,10 +33,14 @@ log = logging.getLogger(__name__)
 
 EXPIRY_INTERVAL_S = 1.0
 
+# A livegen /ws connection, or a fal route's (server/fal.py): both hold one session.
+AnyConnection = Connection | FalConnection
+
 
 class LivegenServer:
     def __init__(self, config: ServerConfig, pipeline: Pipeline | None = None) -> None:
         self.config = config
+        self.fal = FalGate.from_config(config)
         self.sessions = SessionRegistry(
             grace_s=config.session_grace_s, max_sessions=config.max_sessions
         )
@@ -51,9 +56,9 @@ class LivegenServer:
             codec_threads=config.codec_threads,
             max_batch=config.max_batch,
         )
-        self.connections: set[Connection] = set()
+        self.connections: set[AnyConnection] = set()
         # Session id to the connection that holds it.
-        self.attached: dict[str, Connection] = {}
+        self.attached: dict[str, AnyConnection] = {}
         self.warmup_error: BaseException | None = None
         self.ready = asyncio.Event()
         self.draining = False
@@ -77,6 +82,7 @@ class LivegenServer:
             is_draining=lambda: self.draining,
             render_metrics=self.metrics.render,
             allowed_origins=self.config.origins,
+            fal=self.fal,
         )
         self._listener = await serve(
             self._handle,
@@ -85,6 +91,7 @@ class LivegenServer:
             process_request=routes,
             max_size=self.config.max_message_bytes,
             compression=None,  # images are compressed already; deflate only costs time
+            ssl=self.config.ssl_context,
         )
         self._spawn(self._warm_up())
         self._spawn(self._expire_sessions())
@@ -116,14 +123,18 @@ class LivegenServer:
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, websocket: ServerConnection) -> None:
-        connection = Connection(self, websocket)
+        connection: AnyConnection = (
+            FalConnection(self, websocket)
+            if is_fal_request(websocket)
+            else Connection(self, websocket)
+        )
         self.connections.add(connection)
         try:
             await connection.run()
         finally:
             self.connections.discard(connection)
 
-    def open_session(self, connection: Connection, request: StartRequested) -> Session:
+    def open_session(self, connection: AnyConnection, request: StartRequested) -> Session:
         """Create or resume the session ``connection`` asked for (raises ProtocolError)."""
         if request.session_id is not None and request.resume_token is not None:
             session = self.sessions.find(request.session_id, request.resume_token)
@@ -161,7 +172,7 @@ class LivegenServer:
         )
         return session
 
-    def detach(self, connection: Connection) -> None:
+    def detach(self, connection: AnyConnection) -> None:
         """``connection`` is gone; its session waits out the grace period for a resume."""
         session = connection.session
         if session is not None and self.attached.get(session.id) is connection:

@@ -1,4 +1,5 @@
-"""The ``livegen`` command. ``livegen serve`` runs the server until SIGINT or SIGTERM."""
+"""The ``livegen`` command. ``livegen serve`` runs the server until SIGINT or SIGTERM;
+``livegen token`` mints a token for fal clients from an API key."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from server.app import LivegenServer
 from server.config import ServerConfig, add_arguments
 from server.http import WEBSOCKET_PATH
+from server.tokens import add_token_command, token_command
 
 log = logging.getLogger("livegen")
 
@@ -25,12 +27,16 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="serve a pipeline over WebSocket and HTTP")
     add_arguments(serve_parser, environ)
+    add_token_command(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(os.environ)
-    args = vars(parser.parse_args(argv))
+    namespace = parser.parse_args(argv)
+    if namespace.command == "token":
+        return token_command(namespace, os.environ)
+    args = vars(namespace)
     args.pop("command")
     try:
         config = ServerConfig(**args)
@@ -78,9 +84,10 @@ async def serve(server: LivegenServer) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
     host = f"[{config.host}]" if ":" in config.host else config.host
+    secure = "s" if config.tls_cert else ""
     print(
-        f"livegen serving {config.pipeline} on http://{host}:{server.port}/ "
-        f"(WebSocket ws://{host}:{server.port}{WEBSOCKET_PATH}); Ctrl-C stops",
+        f"livegen serving {config.pipeline} on http{secure}://{host}:{server.port}/ "
+        f"(WebSocket ws{secure}://{host}:{server.port}{WEBSOCKET_PATH}); Ctrl-C stops",
         flush=True,
     )
     if config.host not in ("127.0.0.1", "localhost", "::1"):

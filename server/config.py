@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -37,7 +38,7 @@ class ServerConfig:
         "folder or hub id of a tiny autoencoder (TAESD) to decode and encode with"
     )
     lora: str = _option("LoRA adapters sessions may pick: NAME=FILE.safetensors,...", "")
-    channels_last: bool = _option("run the UNet and VAE in channels-last memory format", False)
+    channels_last: bool = _option("run the UNet and VAE in channels-last memory format", True)
     compile: bool = _option("torch.compile the UNet (worth it on CUDA; slow to warm up)", False)
     prompt_cache_size: int = _option("prompt embeddings kept, shared by all sessions", 256)
     ice_servers: str = _option(
@@ -76,6 +77,25 @@ class ServerConfig:
         "comma-separated browser origins that may connect besides livegen's own pages, or *", ""
     )
     web_root: Path = _option("folder served at /", DEFAULT_WEB_ROOT)
+    fal_apps: str = _option(
+        "fal app ids served at /{owner}/{alias}/.../realtime, comma-separated "
+        "(owner/alias, a deeper path, or a bare alias), or * for any",
+        "*",
+    )
+    fal_auth: str = _option(
+        "auth on fal routes: auto (on unless bound to loopback without --api-keys), on or off",
+        "auto",
+    )
+    api_keys: str = _option(
+        "API keys, comma-separated: they mint tokens and connect with 'Authorization: Key' "
+        "(prefer the variable: flags show in the process list)",
+        "",
+    )
+    token_max_ttl_s: float = _option("longest token lifetime accepted, in seconds", 3600.0)
+    tls_cert: str | None = _option(
+        "PEM certificate (chain) to serve https and wss, which fal's Python client needs"
+    )
+    tls_key: str | None = _option("PEM private key of --tls-cert")
     log_level: str = _option("debug, info, warning or error", "info")
 
     def __post_init__(self) -> None:
@@ -84,6 +104,10 @@ class ServerConfig:
         parse_ice_servers(self.ice_servers)
         if self.webrtc_codec not in CODECS:
             raise ValueError(f"--webrtc-codec must be one of {', '.join(CODECS)}")
+        if self.fal_auth not in ("auto", "on", "off"):
+            raise ValueError("--fal-auth must be auto, on or off")
+        if (self.tls_cert is None) is not (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
 
     @property
     def limits(self) -> Limits:
@@ -125,6 +149,15 @@ class ServerConfig:
         return ["127.0.0.1" if self.host == "localhost" else self.host]
 
     @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context to serve with, or None for plain http and ws."""
+        if self.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
+
+    @property
     def origins(self) -> frozenset[str]:
         return frozenset(o.strip() for o in self.allowed_origins.split(",") if o.strip())
 
@@ -133,6 +166,8 @@ class ServerConfig:
             value = getattr(self, name)
             if name == "ice_servers" and "credential" in value:
                 return "(set; credentials not shown)"
+            if name == "api_keys" and value:
+                return f"({len(value.split(','))} set; not shown)"
             return value
 
         return "\n".join(f"  {f.name:<18} {shown(f.name)}" for f in fields(self))

@@ -12,11 +12,15 @@ import ipaddress
 import mimetypes
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+
+if TYPE_CHECKING:
+    from server.fal import FalGate
 
 WEBSOCKET_PATH = "/ws"
 
@@ -57,24 +61,33 @@ class Routes:
         is_draining: Callable[[], bool],
         render_metrics: Callable[[], bytes],
         allowed_origins: frozenset[str],
+        fal: FalGate | None = None,
     ) -> None:
         self._static = static_files
         self._is_ready = is_ready
         self._is_draining = is_draining
         self._render_metrics = render_metrics
         self._allowed_origins = allowed_origins
+        # fal.ai-compatible routes (/{owner}/{alias}/.../realtime) and POST /tokens/.
+        self._fal = fal
 
     def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
         """websockets' ``process_request`` hook: None lets a WebSocket handshake go on."""
         path = urlsplit(request.path).path
+        fal = self._fal
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            if path == WEBSOCKET_PATH and self._is_draining():
+            fal_route = fal is not None and fal.handles(path)
+            if (path == WEBSOCKET_PATH or fal_route) and self._is_draining():
                 return response(503, b"server is shutting down\n", "text/plain")
             if path == WEBSOCKET_PATH:
                 return self._check_origin(request)
+            if fal is not None and fal_route:
+                return self._check_origin(request) or fal.check(request)
             return response(
                 404, f"no WebSocket route {path}; use {WEBSOCKET_PATH}\n".encode(), "text/plain"
             )
+        if fal is not None and (answer := fal.answer(request, path)) is not None:
+            return answer
         if path == WEBSOCKET_PATH:
             return response(426, b"connect with a WebSocket client\n", "text/plain")
         if path == "/healthz":

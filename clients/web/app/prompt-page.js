@@ -1,0 +1,182 @@
+/**
+ * The live prompt page: text to image, redrawn as the prompt is edited.
+ *
+ * Each edit is a `frame` without an image, carrying the changed params and an
+ * id, so every picture is matched to its request (the latency readout) and the
+ * client's latest-wins rule applies: typing faster than the model draws sends
+ * only the newest prompt once the picture in flight is back.
+ */
+
+import { ErrorCode, LivegenClient, defaultUrl } from "../livegen.js";
+import {
+  $,
+  OutputView,
+  Readout,
+  SeedControl,
+  Settings,
+  Toast,
+  bindPlaceholder,
+  bindRange,
+  bindStatus,
+  closeWithPage,
+  describeError,
+  maxSteps,
+} from "./common.js";
+
+const settings = new Settings("livegen.prompt", {
+  prompt: "",
+  steps: 1,
+  size: "square",
+  seed: 0,
+  seedLocked: true,
+});
+
+const client = new LivegenClient();
+const toast = new Toast($("#toast"));
+const output = new OutputView($("#output"), { stage: $("#output-stage"), placeholder: $("#placeholder") });
+const readout = new Readout($("#fps"), $("#latency"));
+const promptBox = $("#prompt");
+const steps = $("#steps");
+const sizeSelect = $("#size");
+let textToImage = true; // until the server says its pipeline needs an input image
+let sizes = {};
+
+window.livegen = { client, output, readout };
+
+bindStatus(client, $("#status"), $("#pipeline"));
+bindPlaceholder(client, output, "Type a prompt: the picture appears as you write.");
+closeWithPage(client);
+
+// Params changed while the prompt is empty: they go with the first picture asked
+// for (a params.update would draw one for the empty prompt).
+let heldParams = {};
+
+/** Ask for a picture with `params` changed (nothing while the prompt is empty). */
+function draw(params = {}) {
+  if (!textToImage) return;
+  const fresh = seed.next();
+  Object.assign(heldParams, params, fresh === null ? {} : { seed: fresh });
+  if (promptBox.value.trim() === "") return;
+  client.sendFrame(null, { params: heldParams });
+  heldParams = {};
+}
+
+/** Square, landscape and portrait at the model's native size, in its 64 px steps. */
+function sizeChoices(width, height) {
+  const side = Math.max(width, height);
+  const long = Math.max(64, Math.round((side * 1.5) / 64) * 64);
+  return {
+    square: [side, side],
+    landscape: [long, side],
+    portrait: [side, long],
+  };
+}
+
+function fillSizes(session) {
+  sizes = sizeChoices(session.params.width, session.params.height);
+  const chosen = sizes[settings.get("size")] ? settings.get("size") : "square";
+  sizeSelect.replaceChildren(
+    ...Object.entries(sizes).map(([name, [width, height]]) => {
+      const option = new Option(`${name[0].toUpperCase()}${name.slice(1)} · ${width}×${height}`, name);
+      option.selected = name === chosen;
+      return option;
+    }),
+  );
+  return chosen;
+}
+
+client.addEventListener("session", ({ detail: session }) => {
+  steps.max = String(maxSteps(session.pipeline));
+  if (!session.isNew) return;
+  textToImage = true;
+  heldParams = {};
+  const chosen = fillSizes(session);
+  const [width, height] = sizes[chosen];
+  steps.value = String(Math.min(Number(settings.get("steps")), Number(steps.max)));
+  showSteps();
+  draw({ prompt: promptBox.value, steps: Number(steps.value), width, height });
+});
+
+client.addEventListener("frame", ({ detail: frame }) => {
+  readout.record(frame);
+  output.show(frame);
+  $("#save").disabled = false;
+});
+
+client.addEventListener("send", () => $("#output-stage").classList.add("working"));
+$("#output").addEventListener("framepaint", () => {
+  if (client.idle) $("#output-stage").classList.remove("working");
+});
+
+client.addEventListener("error", ({ detail: error }) => {
+  if (client.idle) $("#output-stage").classList.remove("working");
+  if (error.code === ErrorCode.INVALID_FIELD && error.id !== null) {
+    // The server's pipeline cannot draw from text alone (passthrough).
+    textToImage = false;
+    sizeSelect.disabled = true;
+    const message = document.createElement("div");
+    message.innerHTML =
+      `<p><b>This server's pipeline, <code></code>, needs an input image.</b></p>` +
+      `<p>Draw on the <a href="./">Sketch</a> page, or start livegen with a model:</p>` +
+      `<code class="command">livegen serve --pipeline sd-turbo --model stabilityai/sd-turbo</code>`;
+    message.querySelector("code").textContent = client.session?.pipeline ?? "?";
+    message.className = "needs-image";
+    output.showMessage(message);
+    return;
+  }
+  const text = describeError(error);
+  if (text) toast.show(text, { kind: error.code === ErrorCode.SESSION_NOT_FOUND ? "info" : "error" });
+});
+
+const seed = new SeedControl({
+  input: $("#seed"),
+  lock: $("#seed-lock"),
+  reroll: $("#reroll"),
+  settings,
+  onChange: (value) => draw({ seed: value }),
+});
+
+promptBox.value = settings.get("prompt");
+promptBox.addEventListener("input", () => {
+  settings.set("prompt", promptBox.value);
+  draw({ prompt: promptBox.value });
+});
+
+for (const chip of document.querySelectorAll("#suggestions .chip")) {
+  chip.addEventListener("click", () => {
+    promptBox.value = chip.textContent.trim();
+    promptBox.dispatchEvent(new Event("input"));
+    promptBox.focus();
+  });
+}
+
+steps.value = String(settings.get("steps"));
+const showSteps = bindRange(steps, $("#steps-value"));
+steps.addEventListener("input", () => {
+  settings.set("steps", Number(steps.value));
+  draw({ steps: Number(steps.value) });
+});
+
+sizeSelect.addEventListener("change", () => {
+  settings.set("size", sizeSelect.value);
+  const [width, height] = sizes[sizeSelect.value];
+  draw({ width, height });
+});
+
+$("#save").addEventListener("click", () => output.save());
+
+document.addEventListener("keydown", (event) => {
+  if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "s") {
+    event.preventDefault();
+    output.save();
+  } else if (event.altKey && event.code === "KeyR") {
+    event.preventDefault();
+    seed.reroll();
+  }
+});
+
+client
+  .connect(defaultUrl(), {
+    params: { prompt: settings.get("prompt"), seed: Number(settings.get("seed")) },
+  })
+  .catch(() => {}); // the status pill tells; the client keeps retrying where it can
