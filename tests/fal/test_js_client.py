@@ -49,7 +49,7 @@ async def test_image_to_image_round_trips_several_in_a_row_then_a_bad_input(
     }
     events = answers(await run_js_client(server, plan, key=KEY))
 
-    assert [event["event"] for event in events[:4]] == ["result"] * 3 + ["error"]
+    assert [event["event"] for event in events[:4]] == ["result"] * 3 + ["error"], events
     first, second, third, error = events[:4]
     assert first["content_is_bytes"] and first["content_head"] == "ffd8ff"
     assert (first["width"], first["height"], first["content_type"]) == (64, 64, "image/jpeg")
@@ -59,7 +59,7 @@ async def test_image_to_image_round_trips_several_in_a_row_then_a_bad_input(
     assert (second["seed"], second["prompt"]) == (43, "an owl")
     assert third["url_head"] is None
     # An x-fal-error frame reaches onError as fal's ApiError.
-    assert error["status"] == 400
+    assert error["status"] == 400, error
     assert error["message"] == "INVALID_PARAMS: param 'prompt' must be str, got int"
     assert error["body"]["type"] == "x-fal-error" and error["body"]["request_id"] == "bad"
 
