@@ -77,8 +77,10 @@ async def test_a_pipeline_slower_than_the_camera_drops_frames_and_latency_stays_
     third = len(latencies) // 3
     first, last = statistics.median(latencies[:third]), statistics.median(latencies[-third:])
     assert len(latencies) >= 30
-    assert last < first + 0.05, f"latency grew from {first:.3f} s to {last:.3f} s"
-    assert max(latencies) < 2 * cost_s + 0.4
+    # A queue would add a second of latency every second here (30 frames in, 10
+    # out); the bounds leave room for a busy machine's noise, not for that.
+    assert last < first + 0.25, f"latency grew from {first:.3f} s to {last:.3f} s"
+    assert max(latencies) < 2 * cost_s + 1.0
     assert session.inbox.dropped > 30  # camera frames replaced, not queued
     assert rss_end - rss_start < 64 << 20
 
