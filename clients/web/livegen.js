@@ -38,13 +38,20 @@
  * | `closing` | the `session.closing` message: the server is draining |
  * | `message` | any message of a type this client does not know and no handler took |
  *
- * Extension point, WebRTC signalling: offers, answers and ICE candidates will
- * travel over this same session as messages of their own types. A signalling
- * module registers a handler for the types the server sends and sends its own
- * with {@link LivegenClient#send}:
+ * WebRTC: {@link LivegenClient#call} sends a camera over a WebRTC call and gives
+ * back the session's generated video; the signalling (offer, answer, ICE
+ * candidates, hang-up) travels over this same session (see {@link LivegenCall}):
  *
- *     client.handle("webrtc.answer", (message) => peer.setRemoteDescription(message));
- *     client.send({ type: "webrtc.offer", sdp: offer.sdp });
+ *     const camera = await navigator.mediaDevices.getUserMedia({ video: true });
+ *     const call = client.call(camera);
+ *     video.srcObject = call.remoteStream;        // the generated video
+ *     await call.connected;                       // or a LivegenError: webrtc_failed
+ *     client.updateParams({ prompt: "an owl" });  // applies to the next frame
+ *     call.hangUp();
+ *
+ * Extension point: other messages of types this client does not know travel
+ * the same way. A module registers a handler for the types the server sends
+ * with {@link LivegenClient#handle} and sends its own with {@link LivegenClient#send}.
  */
 
 import { Decoder, Encoder } from "./vendor/msgpack/index.mjs";
@@ -58,11 +65,15 @@ export const MessageType = Object.freeze({
   PARAMS_UPDATE: "params.update",
   FRAME: "frame",
   SESSION_CLOSE: "session.close",
+  WEBRTC_OFFER: "webrtc.offer",
+  WEBRTC_CANDIDATE: "webrtc.candidate",
+  WEBRTC_CLOSE: "webrtc.close",
   // Server to client.
   SESSION_STARTED: "session.started",
   FRAME_OUT: "frame.out",
   ERROR: "error",
   SESSION_CLOSING: "session.closing",
+  WEBRTC_ANSWER: "webrtc.answer",
 });
 
 /** The `code` of an `error` message (`stream/errors.py`), plus the client's own. */
@@ -82,6 +93,7 @@ export const ErrorCode = Object.freeze({
   SESSION_NOT_FOUND: "session_not_found",
   SERVER_BUSY: "server_busy",
   PIPELINE_FAILED: "pipeline_failed",
+  WEBRTC_FAILED: "webrtc_failed", // also raised by the client: no answer, or ICE failed
   // Raised by this client, never sent by the server.
   INPUT_FAILED: "input_failed", // a frame source (Blob, producer) could not be read
   CONNECTION_LOST: "connection_lost", // the connection closed for good (see the state)
@@ -250,6 +262,7 @@ export class LivegenClient extends EventTarget {
     this._sending = false; // a pending frame's source is being read
     this._handlers = new Map();
     this._waiters = [];
+    this._call = null;
     this._onOnline = () => {
       if (this.state === State.RECONNECTING || this.state === State.BUSY) this.reconnect();
     };
@@ -362,6 +375,19 @@ export class LivegenClient extends EventTarget {
     return () => {
       if (this._handlers.get(type) === handler) this._handlers.delete(type);
     };
+  }
+
+  /**
+   * Start a WebRTC call: the video of `stream` (a camera) becomes the session's
+   * input, and its generated frames come back as video, at the model's pace.
+   * Returns a {@link LivegenCall} at once (see there for `options`); a call
+   * already under way is hung up first. The signalling rides on this session,
+   * and the call follows it: after a reconnect, it offers again by itself.
+   */
+  call(stream, options = {}) {
+    if (this._call?.active) this._call.hangUp();
+    this._call = new LivegenCall(this, stream, options);
+    return this._call;
   }
 
   /**
@@ -691,4 +717,323 @@ async function readImage(source) {
   if (value instanceof ArrayBuffer) return new Uint8Array(value);
   if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   throw new TypeError(`a frame image must be a Blob, an ArrayBuffer or bytes, not ${typeof value}`);
+}
+
+/**
+ * The states of a {@link LivegenCall}, in the order a healthy call sees them.
+ *
+ * - `waiting`: no session to call on yet (the client is connecting, or
+ *   reconnecting after a drop); the offer leaves once the session is back.
+ * - `offering`: the offer is made and sent; waiting for the server's answer.
+ * - `connecting`: answered; ICE and DTLS are under way.
+ * - `connected`: video flows both ways.
+ * - `failed`: the call could not connect, or broke; `error` says why. Over.
+ * - `closed`: hung up. Over.
+ */
+export const CallState = Object.freeze({
+  WAITING: "waiting",
+  OFFERING: "offering",
+  CONNECTING: "connecting",
+  CONNECTED: "connected",
+  FAILED: "failed",
+  CLOSED: "closed",
+});
+
+/**
+ * Why a call failed: the `reason` of its {@link LivegenError} (code `webrtc_failed`).
+ *
+ * - `no_video`: the stream given has no video track.
+ * - `refused`: the browser could not make an offer, or the server refused it.
+ * - `no_answer`: no `webrtc.answer` within `answerTimeoutMs`.
+ * - `unreachable`: ICE and DTLS did not connect (within `connectTimeoutMs`):
+ *   the browser cannot reach the server's media addresses, or UDP is blocked.
+ * - `lost`: the connection failed during the call (the server's `webrtc_failed`).
+ * - `session_lost`: the session failed for good (see the client's state).
+ */
+export const CallFailure = Object.freeze({
+  NO_VIDEO: "no_video",
+  REFUSED: "refused",
+  NO_ANSWER: "no_answer",
+  UNREACHABLE: "unreachable",
+  LOST: "lost",
+  SESSION_LOST: "session_lost",
+});
+
+const CALL_ENDED = new Set([CallState.FAILED, CallState.CLOSED]);
+
+/**
+ * One WebRTC call on a session, made by {@link LivegenClient#call}: the
+ * stream's video goes out, and the generated video comes back on the same
+ * video line (one send-receive transceiver).
+ *
+ * Signalling: the offer goes as `webrtc.offer`; the browser's ICE candidates
+ * are trickled as `webrtc.candidate` as they are found (an empty one ends them);
+ * the server does not trickle: its `webrtc.answer` holds all its candidates.
+ * {@link LivegenCall#hangUp} sends `webrtc.close`.
+ *
+ * A dropped WebSocket takes the server's side of the call with it, so the call
+ * goes back to `waiting` and, once the session is back (resumed, or started
+ * anew), offers again on a fresh peer connection. {@link LivegenCall#remoteStream}
+ * stays the same object throughout; its track is replaced (a `track` event says so).
+ *
+ * It fails (state `failed`, a {@link LivegenError} of code `webrtc_failed` with a
+ * {@link CallFailure} `reason`) when the server refuses the offer or does not
+ * answer within `answerTimeoutMs`, when ICE and DTLS fail or take longer than
+ * `connectTimeoutMs`, or when the server reports that the connection failed.
+ *
+ * Options: `iceServers` (default: the `ice_servers` of the session),
+ * `answerTimeoutMs` (10000), `connectTimeoutMs` (10000: browsers themselves wait
+ * far longer before they call ICE failed), `RTCPeerConnection`
+ * (the constructor to use).
+ *
+ * Events: `state` (`{state, previous, error}`), `track` (`{track}`, the new
+ * remote track).
+ */
+export class LivegenCall extends EventTarget {
+  constructor(client, stream, options = {}) {
+    super();
+    this.client = client;
+    /** The stream sent; the call never stops its tracks (they are the caller's). */
+    this.localStream = stream;
+    this.options = {
+      iceServers: null,
+      answerTimeoutMs: 10000,
+      connectTimeoutMs: 10000,
+      RTCPeerConnection: globalThis.RTCPeerConnection,
+      ...options,
+    };
+    /** The generated video: one video track, replaced after a reconnect. */
+    this.remoteStream = new MediaStream();
+    /** The current {@link CallState}. */
+    this.state = null;
+    /** Why the call failed (a {@link LivegenError}), or null. */
+    this.error = null;
+    /** Offers sent: one, and one more after each reconnect. */
+    this.offers = 0;
+    /**
+     * Resolves with {@link LivegenCall#remoteStream} the first time video flows;
+     * rejects with the error if the call fails first (an `AbortError` if hung up).
+     */
+    this.connected = new Promise((resolve, reject) => {
+      this._resolve = resolve;
+      this._reject = reject;
+    });
+    this.connected.catch(() => {}); // a call nobody awaits reports no unhandled rejection
+    this._pc = null;
+    this._timer = null;
+    this._early = null; // candidates found before the offer left
+    this._ended = false; // end of candidates sent for the current offer
+    this._unhandle = client.handle(MessageType.WEBRTC_ANSWER, (message) => this._onAnswer(message));
+    this._listeners = [
+      ["state", (event) => this._onClientState(event.detail)],
+      ["session", () => this._onSession()],
+      ["error", (event) => this._onClientError(event.detail)],
+    ];
+    for (const [type, listener] of this._listeners) client.addEventListener(type, listener);
+    if (stream.getVideoTracks().length === 0) {
+      this._fail("the stream has no video track to send", CallFailure.NO_VIDEO);
+    } else if (client.state === State.OPEN) {
+      this._offer();
+    } else {
+      this._setState(CallState.WAITING);
+    }
+  }
+
+  /** True until the call is hung up or has failed. */
+  get active() {
+    return this.state !== null && !CALL_ENDED.has(this.state);
+  }
+
+  /** The current `RTCPeerConnection` (for `getStats`), or null between offers. */
+  get peerConnection() {
+    return this._pc;
+  }
+
+  /** Hang up: `webrtc.close`, then the peer connection closes. The session goes on. */
+  hangUp() {
+    if (!this.active) return;
+    this.client.send({ type: MessageType.WEBRTC_CLOSE });
+    this._end(CallState.CLOSED, null);
+  }
+
+  async _offer() {
+    this._dropPeer();
+    const pc = new this.options.RTCPeerConnection({
+      iceServers: this.options.iceServers ?? this.client.session?.ice_servers ?? [],
+    });
+    this._pc = pc;
+    this._early = [];
+    this._ended = false;
+    this._setState(CallState.OFFERING);
+    for (const track of this.localStream.getVideoTracks()) pc.addTrack(track, this.localStream);
+    pc.ontrack = ({ track }) => pc === this._pc && this._setTrack(track);
+    pc.onicecandidate = ({ candidate }) => pc === this._pc && this._trickle(candidate);
+    pc.onconnectionstatechange = () => pc === this._pc && this._onPeerState(pc.connectionState);
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+    } catch (error) {
+      if (pc === this._pc) {
+        this._fail(`the browser could not make an offer: ${error.message}`, CallFailure.REFUSED);
+      }
+      return;
+    }
+    if (pc !== this._pc) return; // hung up, or the connection dropped, meanwhile
+    if (!this.client.send({ type: MessageType.WEBRTC_OFFER, sdp: pc.localDescription.sdp })) {
+      this._dropPeer(); // the socket dropped before the offer left: the resume brings a new one
+      this._setState(CallState.WAITING);
+      return;
+    }
+    this.offers += 1;
+    const early = this._early;
+    this._early = null;
+    for (const candidate of early) this._trickle(candidate);
+    const seconds = this.options.answerTimeoutMs / 1000;
+    this._arm(
+      `the server did not answer the call within ${seconds} s`,
+      CallFailure.NO_ANSWER,
+      this.options.answerTimeoutMs,
+    );
+  }
+
+  /** Send one of the browser's candidates; null or an empty one ends them. */
+  _trickle(candidate) {
+    if (this._early !== null) {
+      this._early.push(candidate);
+      return;
+    }
+    if (candidate?.candidate) {
+      this.client.send({
+        type: MessageType.WEBRTC_CANDIDATE,
+        candidate: candidate.candidate,
+        sdp_mid: candidate.sdpMid,
+        sdp_mline_index: candidate.sdpMLineIndex,
+      });
+    } else if (!this._ended) {
+      this._ended = true;
+      this.client.send({ type: MessageType.WEBRTC_CANDIDATE, candidate: "" });
+    }
+  }
+
+  async _onAnswer(message) {
+    const pc = this._pc;
+    if (pc === null || this.state !== CallState.OFFERING) return; // not for the offer standing
+    this._setState(CallState.CONNECTING);
+    const seconds = this.options.connectTimeoutMs / 1000;
+    this._arm(
+      `the video connection did not come up within ${seconds} s`,
+      CallFailure.UNREACHABLE,
+      this.options.connectTimeoutMs,
+    );
+    try {
+      await pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+    } catch (error) {
+      if (pc === this._pc) {
+        this._fail(`the server's answer did not fit: ${error.message}`, CallFailure.REFUSED);
+      }
+    }
+  }
+
+  _onPeerState(state) {
+    if (state === "connected" && this.state === CallState.CONNECTING) {
+      clearTimeout(this._timer);
+      this._setState(CallState.CONNECTED);
+      this._resolve(this.remoteStream);
+    } else if (state === "failed") {
+      this._fail(
+        "the video connection failed: the browser and the server could not reach each other",
+        this.state === CallState.CONNECTED ? CallFailure.LOST : CallFailure.UNREACHABLE,
+      );
+    }
+  }
+
+  _onClientState({ state, code }) {
+    if (!this.active) return;
+    if (state === State.OPEN) return; // the `session` event that follows offers again
+    if (state === State.ERROR) {
+      this._fail("the session failed", CallFailure.SESSION_LOST);
+    } else if (state === State.CLOSED && code !== CloseCode.SESSION_TAKEN_OVER) {
+      this._end(CallState.CLOSED, null); // the client was closed
+    } else if (this.state !== CallState.WAITING) {
+      // Reconnecting, busy, or taken over: the server's side of the call is gone.
+      this._dropPeer();
+      this._setState(CallState.WAITING);
+    }
+  }
+
+  _onSession() {
+    if (this.state === CallState.WAITING) this._offer();
+  }
+
+  _onClientError(error) {
+    if (!this.active) return;
+    if (error.code === ErrorCode.WEBRTC_FAILED) {
+      this._fail(error.message, CallFailure.LOST);
+    } else if (
+      error.code === ErrorCode.INVALID_FIELD &&
+      this.state === CallState.OFFERING &&
+      error.message.startsWith(MessageType.WEBRTC_OFFER) // the server names what it refused
+    ) {
+      this._fail(error.message, CallFailure.REFUSED);
+    }
+  }
+
+  _setTrack(track) {
+    for (const old of this.remoteStream.getTracks()) {
+      if (old !== track) {
+        this.remoteStream.removeTrack(old);
+        old.stop();
+      }
+    }
+    if (this.remoteStream.getTrackById(track.id) === null) this.remoteStream.addTrack(track);
+    this._emit("track", { track });
+  }
+
+  _arm(message, reason, delayMs) {
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this._fail(message, reason), delayMs);
+  }
+
+  _fail(message, reason) {
+    const error = new LivegenError({ code: ErrorCode.WEBRTC_FAILED, message });
+    /** A {@link CallFailure}. */
+    error.reason = reason;
+    // Free the server's side, if it has one (it hung up already if it reported the failure).
+    if (this.offers > 0) this.client.send({ type: MessageType.WEBRTC_CLOSE });
+    this._end(CallState.FAILED, error);
+  }
+
+  _end(state, error) {
+    this._dropPeer();
+    for (const track of this.remoteStream.getTracks()) {
+      this.remoteStream.removeTrack(track);
+      track.stop();
+    }
+    this._unhandle();
+    for (const [type, listener] of this._listeners) this.client.removeEventListener(type, listener);
+    this.error = error;
+    this._setState(state, error);
+    this._reject(error ?? new DOMException("the call was hung up", "AbortError"));
+  }
+
+  _dropPeer() {
+    clearTimeout(this._timer);
+    const pc = this._pc;
+    this._pc = null;
+    this._early = null;
+    if (pc !== null) {
+      pc.ontrack = pc.onicecandidate = pc.onconnectionstatechange = null;
+      pc.close();
+    }
+  }
+
+  _setState(state, error = null) {
+    const previous = this.state;
+    if (previous === state) return;
+    this.state = state;
+    this._emit("state", { state, previous, error });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
 }

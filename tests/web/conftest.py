@@ -39,6 +39,11 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # The webcam page: Chromium's synthetic camera, granted without a prompt, and
+    # WebRTC host candidates on loopback too (a test server offers only 127.0.0.1).
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
 ]
 WAIT_MS = WAIT_S * 1000
 DESKTOP = {"width": 1360, "height": 860}
@@ -162,10 +167,12 @@ OpenPage = Callable[..., Awaitable[Page]]
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def open_page(browser: Browser) -> AsyncIterator[OpenPage]:
-    """``await open_page(server, path="/", viewport=DESKTOP, state="open", **context_options)``.
+    """``await open_page(server, path="/", viewport=DESKTOP, state="open", init_script=None,
+    **context_options)``.
 
-    The page is loaded and its client is in ``state`` (its session live) when
-    this returns. After the
+    ``init_script`` runs before the page's own scripts (say, to stand in for a
+    browser API). The page is loaded and its client is in ``state`` (its session
+    live) when this returns. After the
     test, any console error or uncaught exception fails it, except those
     matching a pattern in ``page.problems.expected``.
     """
@@ -176,10 +183,13 @@ async def open_page(browser: Browser) -> AsyncIterator[OpenPage]:
         path: str = "/",
         viewport: dict[str, int] = DESKTOP,
         state: str = "open",
+        init_script: str | None = None,
         **options: Any,
     ) -> Page:
         context = await browser.new_context(viewport=viewport, **options)
         await context.add_init_script(PROBE)
+        if init_script is not None:
+            await context.add_init_script(init_script)
         page = await context.new_page()
         page.set_default_timeout(WAIT_MS)
         problems = Problems()
