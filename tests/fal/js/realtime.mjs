@@ -52,8 +52,10 @@ function sendNext() {
 function answer(event) {
   print(event);
   answered = true;
-  // Let a second event about the same input (a close after an error) print first.
-  setTimeout(sendNext, 50);
+  // Let a second event about the same input (a close after an error) print first,
+  // and stay out of the client's send throttle (128 ms): a send inside that window
+  // is sometimes dropped by the client itself (its timer can fire a millisecond early).
+  setTimeout(sendNext, 200);
 }
 
 const connection = fal.realtime.connect(plan.app, {
