@@ -1,26 +1,25 @@
 """One WebSocket connection: feeds the protocol object and sends what it says.
 
-A receive loop hands every message to :class:`~stream.protocol.SessionProtocol`
-and acts on its events. One sender task writes everything out: control
-messages in order, then the newest generated frame. A client that reads slowly
-gets its stale frames replaced, never queued. WebRTC signalling starts and
-ends the connection's :class:`~server.webrtc.Call`; it never outlives the
-connection.
+Each message its :class:`~server.transport.Transport` receives goes to
+:class:`~stream.protocol.SessionProtocol`, and the connection acts on the
+events that come out. The transport writes everything out: control messages in
+order, then the newest generated frame (which comes packed); a client that
+reads slowly gets its stale frames replaced, never queued. WebRTC signalling
+starts and ends the connection's :class:`~server.webrtc.Call`; it never
+outlives the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 
+from server.transport import Transport
 from server.webrtc import Call
 from stream.errors import CloseCode, ErrorCode, InvalidField, InvalidParams, ProtocolError
 from stream.events import (
@@ -32,7 +31,6 @@ from stream.events import (
     SignalReceived,
     StartRequested,
 )
-from stream.inbox import LatestBox
 from stream.messages import (
     ServerMessage,
     Signal,
@@ -47,8 +45,6 @@ from stream.session import Session
 if TYPE_CHECKING:
     from server.app import LivegenServer
 
-log = logging.getLogger(__name__)
-
 
 class Connection:
     def __init__(self, app: LivegenServer, websocket: ServerConnection) -> None:
@@ -56,47 +52,32 @@ class Connection:
         self.websocket = websocket
         self.protocol = SessionProtocol(app.config.limits, time.perf_counter())
         self.session: Session | None = None
-        self._frames: LatestBox[tuple[bytes, float]] = LatestBox()
-        self._wake = asyncio.Event()
+        self._transport: Transport[bytes] = Transport(
+            websocket, self.protocol, app.metrics, lambda packed: packed
+        )
         self.call: Call | None = None
         # Signalling runs in order, one message at a time, off the receive loop.
         self._signalling = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        sender = asyncio.create_task(self._send_loop())
-        start_deadline = asyncio.get_running_loop().call_later(
-            self.app.config.session_start_timeout_s, self._check_started
-        )
-        try:
-            async for data in self.websocket:
-                for event in self.protocol.receive(data, time.perf_counter()):
-                    self._handle(event)
-                self._wake.set()
-                if self.protocol.state is ConnectionState.CLOSED:
-                    break
-        except ConnectionClosed:
-            pass
-        finally:
-            start_deadline.cancel()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._hang_up()
-            self.app.detach(self)
-            if self.protocol.state is ConnectionState.CLOSED:
-                # Let the sender flush the error and close with the protocol's code.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(sender), self.websocket.close_timeout)
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+        async with self._transport:
+            start_deadline = asyncio.get_running_loop().call_later(
+                self.app.config.session_start_timeout_s, self._check_started
+            )
+            try:
+                await self._transport.receive(self._receive)
+            finally:
+                start_deadline.cancel()
+                for task in self._tasks:
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+                await self._hang_up()
+                self.app.detach(self)
 
     def send_frame(self, data: bytes, received_at: float) -> None:
         """Queue a packed ``frame.out``; one not yet sent is replaced."""
-        if self._frames.put((data, received_at)):
-            self.app.metrics.frames_dropped.labels("output").inc()
-        self._wake.set()
+        self._transport.put(data, received_at)
 
     def send_video(self, pixels: np.ndarray, received_at: float) -> None:
         """Hand a generated frame to the WebRTC call (which replaces one not yet sent)."""
@@ -108,17 +89,21 @@ class Connection:
 
     def send(self, message: ServerMessage) -> None:
         self.protocol.send(message)
-        self._wake.set()
+        self._transport.wake()
 
     def send_error(self, error: ProtocolError, frame_id: int | None = None) -> None:
         self.protocol.send_error(error, frame_id)
         self.app.metrics.errors.labels(error.code).inc()
-        self._wake.set()
+        self._transport.wake()
 
     def close(self, code: CloseCode, reason: str) -> None:
         """Close after everything already queued has been sent."""
         self.protocol.close(code, reason)
-        self._wake.set()
+        self._transport.wake()
+
+    def _receive(self, data: bytes | str) -> None:
+        for event in self.protocol.receive(data, time.perf_counter()):
+            self._handle(event)
 
     def _check_started(self) -> None:
         """An idle connection without a session only holds resources: close it."""
@@ -235,30 +220,3 @@ class Connection:
             return False
         self.session.params = params
         return True
-
-    async def _send_loop(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                await self._wake.wait()
-                # Cleared before sending: whatever arrives meanwhile wakes the next pass.
-                self._wake.clear()
-                for data in self.protocol.data_to_send():
-                    await self.websocket.send(data)
-                frame = self._frames.take()
-                if frame is not None:
-                    data, received_at = frame
-                    await self.websocket.send(data)
-                    self.app.metrics.frames_out.inc()
-                    self.app.metrics.stage_seconds.labels("total").observe(
-                        time.perf_counter() - received_at
-                    )
-                if self.protocol.state is ConnectionState.CLOSED and not self._wake.is_set():
-                    await self._close_websocket()
-                    return
-
-    async def _close_websocket(self) -> None:
-        code, reason = self.protocol.close_code, self.protocol.close_reason
-        assert code is not None
-        if code not in (CloseCode.NORMAL, CloseCode.GOING_AWAY):
-            log.info("closing %s with %d: %s", self.websocket.remote_address, code, reason)
-        await self.websocket.close(code, reason)

@@ -17,8 +17,6 @@ oldest input.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import itertools
 import json
@@ -32,12 +30,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from server.config import ServerConfig
 from server.http import WEBSOCKET_PATH, response
 from server.tokens import DEFAULT_TTL_S, TokenError, TokenScopeError, TokenVerifier, mint_token
+from server.transport import Transport
 from stream.codec import decode_server_message
 from stream.errors import CloseCode, InvalidField, InvalidParams, ProtocolError
 from stream.events import FrameIn, StartRequested
@@ -51,10 +49,8 @@ from stream.fal import (
     parse_route,
     resolve_params,
 )
-from stream.inbox import LatestBox
 from stream.messages import FrameOut, ServerMessage
 from stream.params import MAX_SEED, Params
-from stream.protocol import ConnectionState
 from stream.session import Session
 
 if TYPE_CHECKING:
@@ -243,40 +239,30 @@ class FalConnection:
         self.session: Session | None = None
         self._waiting: deque[_Input] = deque()
         self._running: _Input | None = None
-        self._results: LatestBox[tuple[FrameOut, FalRequest, float]] = LatestBox()
         self._frame_ids = itertools.count(1)
-        self._wake = asyncio.Event()
+        self._transport: Transport[tuple[FrameOut, FalRequest]] = Transport(
+            websocket, self.protocol, app.metrics, lambda result: pack_result(*result)
+        )
 
     async def run(self) -> None:
-        sender = asyncio.create_task(self._send_loop())
-        try:
-            self.session = self.app.open_session(self, StartRequested(params={}))
-        except ProtocolError as error:
-            self.send_error(error)
-            self.close(CloseCode.INTERNAL_ERROR, str(error))  # no-op after a fatal error
-        try:
-            if self.session is not None:
-                log.info("session %s is fal app %s", self.session.id, self.route.path)
-                async for data in self.websocket:
-                    fal_input = self.protocol.receive(data, time.perf_counter())
-                    if fal_input is not None:
-                        self._accept(fal_input)
-                    self._wake.set()
-                    if self.protocol.state is ConnectionState.CLOSED:
-                        break
-        except ConnectionClosed:
-            pass
-        finally:
-            if self.session is not None:
+        async with self._transport:
+            try:
+                self.session = self.app.open_session(self, StartRequested(params={}))
+            except ProtocolError as error:
+                self.send_error(error)
+                self.close(CloseCode.INTERNAL_ERROR, str(error))  # no-op after a fatal error
+                return
+            log.info("session %s is fal app %s", self.session.id, self.route.path)
+            try:
+                await self._transport.receive(self._receive)
+            finally:
                 # fal clients never resume: free the session now, not after a grace period.
                 self.app.close_session(self.session)
-            if self.protocol.state is ConnectionState.CLOSED:
-                # Let the sender flush the error and close with the protocol's code.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(sender), self.websocket.close_timeout)
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+
+    def _receive(self, data: bytes | str) -> None:
+        fal_input = self.protocol.receive(data, time.perf_counter())
+        if fal_input is not None:
+            self._accept(fal_input)
 
     def _accept(self, fal_input: FalInput) -> None:
         """Check an input's params now, so a bad one is refused at once, then queue it."""
@@ -343,16 +329,14 @@ class FalConnection:
         request = self._finish(frame.id)
         if request is None:
             return
-        if self._results.put((frame, request, received_at)):
-            self.app.metrics.frames_dropped.labels("output").inc()
-        self._wake.set()
+        self._transport.put((frame, request), received_at)
 
     def send_video(self, pixels: np.ndarray, received_at: float) -> None:
         """Never called: a fal session has no WebRTC call."""
 
     def send(self, message: ServerMessage) -> None:
         self.protocol.send(message)
-        self._wake.set()
+        self._transport.wake()
 
     def send_error(self, error: ProtocolError, frame_id: int | None = None) -> None:
         request = None if frame_id is None else self._finish(frame_id)
@@ -360,33 +344,9 @@ class FalConnection:
 
     def close(self, code: CloseCode, reason: str) -> None:
         self.protocol.close(code, reason)
-        self._wake.set()
+        self._transport.wake()
 
     def _refuse(self, error: ProtocolError, request_id: str | None) -> None:
         self.protocol.send_error(error, request_id)
         self.app.metrics.errors.labels(error.code).inc()
-        self._wake.set()
-
-    async def _send_loop(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                await self._wake.wait()
-                # Cleared before sending: whatever arrives meanwhile wakes the next pass.
-                self._wake.clear()
-                for message in self.protocol.data_to_send():
-                    await self.websocket.send(message)
-                result = self._results.take()
-                if result is not None:
-                    await self._send_result(*result)
-                if self.protocol.state is ConnectionState.CLOSED and not self._wake.is_set():
-                    code, reason = self.protocol.close_code, self.protocol.close_reason
-                    assert code is not None
-                    await self.websocket.close(code, reason)
-                    return
-
-    async def _send_result(self, frame: FrameOut, request: FalRequest, received_at: float) -> None:
-        # Packed only now: a result replaced before it could leave is never packed.
-        await self.websocket.send(pack_result(frame, request))
-        metrics = self.app.metrics
-        metrics.frames_out.inc()
-        metrics.stage_seconds.labels("total").observe(time.perf_counter() - received_at)
+        self._transport.wake()
