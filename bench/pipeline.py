@@ -1,4 +1,4 @@
-"""Per-frame time of livegen's SD-Turbo pipeline against stock diffusers, on the CPU.
+"""Per-frame time of livegen's SD-Turbo pipeline against stock diffusers, on the CPU or a GPU.
 
 Builds the full SD-Turbo architecture with random weights (``tests/models.py``;
 nothing is downloaded), loads it once through livegen's own loading path
@@ -13,6 +13,8 @@ from the gain from the autoencoder. Both do the same denoising work: one UNet
 pass at t=499. Then the throughput of 1, 2 and 4 sessions batched into one call
 against the same requests one by one, and 1,000 frames with a new prompt each
 at 64 px with the process's RSS sampled (the prompt LRU must stay bounded).
+The issue's targets are for the CPU at 256 px; ``--device cuda --size 512``
+measures the same loops on a GPU (``--compile`` adds livegen's torch.compile).
 See bench/README.md.
 """
 
@@ -39,7 +41,7 @@ import numpy as np
 import psutil
 import torch
 from PIL import Image, ImageDraw
-from roundtrip import latency_ms
+from stats import latency_ms
 
 from pipelines import FrameRequest, PipelineOptions, create_pipeline
 from pipelines.loading import resolve_dtype
@@ -63,7 +65,9 @@ MEMORY_FRAMES = 1000
 MEMORY_SIZE_PX = 64
 MEMORY_SAMPLE_EVERY = 50
 MEMORY_FILLED_AT = 300  # frames after which the default 256-entry prompt LRU is full
-MEMORY_GROWTH_LIMIT = 0.05
+# The anonymous memory (heap, tensors) may grow this much after the LRU is full: well under
+# what an unbounded prompt cache would add over 700 more prompts (about 210 MiB).
+MEMORY_GROWTH_LIMIT_MIB = 50.0
 PROMPT_EDIT_TARGET = 3.0
 SKETCH_EDIT_TARGET = 2.0
 BATCH_TARGET = 1.2
@@ -171,6 +175,8 @@ class StageTimer:
     """Seconds spent inside each named module's forward, by forward hooks."""
 
     modules: Mapping[str, torch.nn.Module]
+    # On a GPU, wait for the queued kernels at each edge, or the time lands elsewhere.
+    device: torch.device = torch.device("cpu")
     seconds: dict[str, float] = field(default_factory=dict)
     _started: dict[str, float] = field(default_factory=dict)
 
@@ -190,15 +196,21 @@ class StageTimer:
 
     def _pre(self, name: str) -> Callable[..., None]:
         def hook(*_: Any) -> None:
+            self._sync()
             self._started[name] = time.perf_counter()
 
         return hook
 
     def _post(self, name: str) -> Callable[..., None]:
         def hook(*_: Any) -> None:
+            self._sync()
             self.seconds[name] += time.perf_counter() - self._started.pop(name)
 
         return hook
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
 
 class OtherLoad:
@@ -230,8 +242,8 @@ def _machine_busy_s() -> float:
 class UnetPasses:
     """The timestep of every UNet forward while active: proof of equal denoising work."""
 
-    def __init__(self, unet: torch.nn.Module) -> None:
-        self.unet = unet
+    def __init__(self, unet: torch.nn.Module | None) -> None:
+        self.unet = unet  # None: count nothing (a compiled UNet, see livegen_stages)
         self.timesteps: list[list[float]] = []
 
     @contextlib.contextmanager
@@ -242,6 +254,9 @@ class UnetPasses:
             t = args[1] if len(args) > 1 else kwargs["timestep"]
             self.timesteps.append(torch.as_tensor(t).float().flatten().tolist())
 
+        if self.unet is None:
+            yield self.timesteps
+            return
         handle = self.unet.register_forward_pre_hook(hook, with_kwargs=True)
         try:
             yield self.timesteps
@@ -255,7 +270,7 @@ class Runner:
 
     name: str
     stages: StageTimer
-    unet: torch.nn.Module
+    unet: torch.nn.Module | None  # None: its UNet passes are not counted
 
     def prepare(self) -> None:
         """Set up before a frame, outside the timed call."""
@@ -300,13 +315,18 @@ class StockRunner(Runner):
 
 
 def livegen_stages(pipeline: Any) -> StageTimer:
+    if pipeline.options.compile:
+        # Hooks added and removed around a compiled UNet would make it recompile, then
+        # run eagerly: a compiled run is timed whole.
+        return StageTimer({}, pipeline.device)
     return StageTimer(
         {
             "text_encoder": pipeline.prompts.text_encoders[0],
             "vae_encoder": pipeline.vae.encoder,
             "unet": pipeline.unet,
             "vae_decoder": pipeline.vae.decoder,
-        }
+        },
+        pipeline.device,
     )
 
 
@@ -317,7 +337,8 @@ def stock_stages(pipe: Any, vae: Any) -> StageTimer:
             "vae_encoder": vae.encoder,
             "unet": pipe.unet,
             "vae_decoder": vae.decoder,
-        }
+        },
+        pipe.device,
     )
 
 
@@ -339,7 +360,11 @@ def summarise(
 ) -> dict[str, Any]:
     stats = latency_ms(seconds)
     total_ms = 1000.0 * float(np.mean(seconds))
-    stage_ms = {s: 1000.0 * float(np.mean([f[s] for f in stage_seconds])) for s in STAGES}
+    stage_ms = {
+        s: 1000.0 * float(np.mean([f[s] for f in stage_seconds]))
+        for s in STAGES
+        if s in stage_seconds[0]
+    }
     stage_ms["other"] = total_ms - sum(stage_ms.values())
     return {
         "n": len(seconds),
@@ -518,7 +543,9 @@ def batched_throughput(
             "other_load_pct": m["loads"],
             "rejected_noisy_s": m["rejected"],
             "stage_mean_ms_per_frame": {
-                s: round(1000.0 * float(np.mean([r[s] for r in m["stages"]])), 1) for s in STAGES
+                s: round(1000.0 * float(np.mean([r[s] for r in m["stages"]])), 1)
+                for s in STAGES
+                if s in m["stages"][0]
             },
         }
     result["ratio"] = round(result["batched"]["fps"] / result["one_by_one"]["fps"], 3)
@@ -601,9 +628,6 @@ def memory_growth(pipeline: Any, base: Any, frames: int, size_px: int) -> dict[s
         }
     result |= {
         "growth_after_filled_mib": round(end["rss_mib"] - filled["rss_mib"], 1),
-        "growth_after_filled_fraction": round(
-            (end["rss_mib"] - filled["rss_mib"]) / filled["rss_mib"], 5
-        ),
         "anon_growth_after_filled_mib": round(end["anon_mib"] - filled["anon_mib"], 1),
         "prompt_cache": {
             "entries_at_end": len(cache),
@@ -675,20 +699,16 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     }
     if "memory" in result:
         memory = result["memory"]
-        value = memory["growth_after_filled_fraction"]
+        value = memory["anon_growth_after_filled_mib"]
         goals["memory_bounded"] = {
             "value": value,
-            "goal": MEMORY_GROWTH_LIMIT,
-            "rule": f"(RSS at the end - RSS at frame {MEMORY_FILLED_AT}) / RSS at frame "
-            f"{MEMORY_FILLED_AT} < goal, over {memory['frames']} frames with a new prompt each",
-            "pass": value < MEMORY_GROWTH_LIMIT,
-            # For scale: the limit in MiB against what an unbounded prompt cache would add.
-            "growth_mib": memory["growth_after_filled_mib"],
-            "limit_mib": round(
-                MEMORY_GROWTH_LIMIT * memory["rss_mib"][f"frame_{MEMORY_FILLED_AT}"], 1
-            ),
+            "goal": MEMORY_GROWTH_LIMIT_MIB,
+            "rule": f"anonymous MiB (RssAnon) at the end - at frame {MEMORY_FILLED_AT} < goal, "
+            f"over {memory['frames']} frames with a new prompt each",
+            "pass": value < MEMORY_GROWTH_LIMIT_MIB,
+            # For scale: what an unbounded prompt cache would have added meanwhile.
             "unbounded_cache_would_add_mib": memory["unbounded_cache_would_add_mib"],
-            "anon_growth_mib": memory["anon_growth_after_filled_mib"],
+            "rss_growth_mib": memory["growth_after_filled_mib"],
         }
     return goals
 
@@ -701,7 +721,7 @@ def print_report(result: dict[str, Any]) -> None:
     for loop in ("prompt_edit", "sketch_edit"):
         for name, case in result[loop]["cases"].items():
             ms, st = case["ms"], case["stage_mean_ms"]
-            stage_text = "/".join(f"{st[s]:.0f}" for s in (*STAGES, "other"))
+            stage_text = "/".join(f"{st[s]:.0f}" if s in st else "-" for s in (*STAGES, "other"))
             print(
                 f"{loop:<12} {name:<15} {case['n']:>3} {ms['p50']:>8.0f} {ms['p95']:>8.0f} "
                 f"{ms['p99']:>8.0f} {case['fps']:>7.3f} {case['other_load_pct']['mean']:>6.0f}  "
@@ -742,7 +762,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=FRAMES, help="measured frames per loop")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="measured rounds per mode")
     parser.add_argument("--size", type=int, default=SIZE_PX, help="frame side in px")
-    parser.add_argument("--dtype", default="float32", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--device", default="cpu", help="cpu (the targets' device), cuda, mps")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("auto", "float32", "float16", "bfloat16"),
+        help="for both pipelines; auto = float16 on a GPU, float32 on the CPU",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="livegen's --compile (torch.compile of the UNet)"
+    )
     parser.add_argument(
         "--models-dir",
         type=Path,
@@ -780,7 +809,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     model_size = "tiny" if args.quick else "full"
     run_started = time.perf_counter()
-    dtype = resolve_dtype(args.dtype, torch.device("cpu"))
+    device = torch.device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
 
     model_dir, taesd_dir = ensure_models(args.models_dir, model_size)
     phase_s: dict[str, float] = {}
@@ -788,15 +818,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     livegen: Any = create_pipeline(
         "sd-turbo",
         PipelineOptions(
-            model=str(model_dir), tiny_vae=str(taesd_dir), device="cpu", dtype=args.dtype
+            model=str(model_dir),
+            tiny_vae=str(taesd_dir),
+            device=args.device,
+            dtype=args.dtype,
+            compile=args.compile,
         ),
     )
     from diffusers import AutoencoderTiny, AutoPipelineForImage2Image
 
-    stock: Any = AutoPipelineForImage2Image.from_pretrained(model_dir, torch_dtype=dtype)
+    stock: Any = AutoPipelineForImage2Image.from_pretrained(model_dir, torch_dtype=dtype).to(device)
     stock.set_progress_bar_config(disable=True)
     full_vae = stock.vae
-    tiny_vae = AutoencoderTiny.from_pretrained(taesd_dir, torch_dtype=dtype).eval()
+    tiny_vae = AutoencoderTiny.from_pretrained(taesd_dir, torch_dtype=dtype).to(device).eval()
     phase_s["load"] = time.perf_counter() - started
     print(f"  loaded livegen and stock diffusers in {phase_s['load']:.1f} s")
 
@@ -819,7 +853,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "full_vae": round(parameter_count(full_vae) / 1e6, 1),
                 "tiny_vae": round(parameter_count(tiny_vae) / 1e6, 1),
             },
-            "device": "cpu",
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "dtype": str(dtype).removeprefix("torch."),
             "size_px": args.size,
             "frames": args.frames,
@@ -828,7 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sessions": list(SESSION_COUNTS),
             "livegen": {
                 "load": 'create_pipeline("sd-turbo", PipelineOptions(model, tiny_vae, '
-                'device="cpu"))',
+                f'device="{args.device}", compile={args.compile}))',
                 "params": {
                     "steps": base.steps,
                     "strength": base.strength,
@@ -880,7 +915,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     livegen_runner = LivegenRunner(
         "livegen",
         livegen_stages(livegen),
-        livegen.unet,
+        None if args.compile else livegen.unet,  # see livegen_stages
         pipeline=livegen,
         params=base,
         state=livegen.new_state(),

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from prometheus_client.parser import text_string_to_metric_families
+from stats import latency_ms
 
 from livegen_client import LivegenClient
 from server.metrics import STAGES
@@ -277,13 +278,6 @@ def cpu_seconds(server: ServerProcess) -> dict[str, float]:
         "client": time.process_time(),
         "machine": busy / os.sysconf("SC_CLK_TCK"),
     }
-
-
-def latency_ms(latencies: Sequence[float]) -> dict[str, float]:
-    ms = np.asarray(latencies) * 1000.0
-    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    stats = {"p50": p50, "p95": p95, "p99": p99, "mean": ms.mean(), "max": ms.max()}
-    return {name: round(float(value), 3) for name, value in stats.items()}
 
 
 def server_stages(before: dict[Any, float], after: dict[Any, float]) -> dict[str, Any]:

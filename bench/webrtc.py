@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 from aiortc import MediaStreamTrack
 from av import VideoFrame
-from roundtrip import ServerProcess, latency_ms, livegen_server, machine_info, run_event_loop
+from roundtrip import ServerProcess, livegen_server, machine_info, run_event_loop
+from stats import latency_ms
 
 from livegen_client import LivegenClient
 
