@@ -44,6 +44,7 @@ from pipelines.loading import (
     resolve_dtype,
     resolve_model,
 )
+from pipelines.prepack import prepack_convolutions
 from pipelines.prompts import PromptEmbedding, PromptEncoder
 from pipelines.samplers import SAMPLERS, FewStepSampler
 from stream.params import Params
@@ -109,6 +110,10 @@ class FewStepPipeline(Pipeline):
         self.vae.to(memory_format=self.memory_format)
         for name, path in options.loras.items():
             self.add_lora(name, path)
+        # With compile, inductor's freezing packs the weights itself (see warmup).
+        if options.prepack_weights and self.device.type == "cpu" and not options.compile:
+            packed = prepack_convolutions(self.unet) + prepack_convolutions(self.vae)
+            log.info("%d convolutions pack their weights once for oneDNN", packed)
 
     # Loading.
 
@@ -196,7 +201,10 @@ class FewStepPipeline(Pipeline):
         """
         if self.options.compile:
             try:
-                self._unet_forward = torch.compile(self.unet)
+                # On the CPU, freezing packs the weights for oneDNN once (pipelines/prepack.py).
+                self._unet_forward = torch.compile(
+                    self.unet, options={"freezing": True} if self.device.type == "cpu" else None
+                )
                 self._warm()
             except Exception:
                 log.warning("torch.compile failed; the UNet runs eagerly", exc_info=True)

@@ -39,6 +39,9 @@ class ServerConfig:
     )
     lora: str = _option("LoRA adapters sessions may pick: NAME=FILE.safetensors,...", "")
     channels_last: bool = _option("run the UNet and VAE in channels-last memory format", True)
+    prepack_weights: bool = _option(
+        "CPU: reorder convolution weights for oneDNN once instead of on every call", True
+    )
     compile: bool = _option("torch.compile the UNet (worth it on CUDA; slow to warm up)", False)
     prompt_cache_size: int = _option("prompt embeddings kept, shared by all sessions", 256)
     ice_servers: str = _option(
@@ -127,6 +130,7 @@ class ServerConfig:
             tiny_vae=self.tiny_vae,
             loras=parse_loras(self.lora),
             channels_last=self.channels_last,
+            prepack_weights=self.prepack_weights,
             compile=self.compile,
             prompt_cache_size=self.prompt_cache_size,
         )

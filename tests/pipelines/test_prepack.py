@@ -1,0 +1,136 @@
+"""Convolution weights packed once for oneDNN: same outputs, packing really used, safe fallback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pipelines import FrameRequest, PipelineOptions, create_pipeline
+from pipelines.diffusion import FewStepPipeline
+from pipelines.prepack import PackedConvolution, available, prepack_convolutions
+from stream.params import Params
+from tests.conftest import TinyModels
+
+pytestmark = pytest.mark.skipif(not available(), reason="this PyTorch build has no oneDNN")
+
+# (in, out, kernel, stride, padding, bias): the kinds a UNet and an autoencoder use.
+CONVOLUTIONS = [
+    (8, 16, 3, 1, 1, True),
+    (16, 16, 3, 2, 1, True),  # a downsampler
+    (16, 8, 1, 1, 0, True),  # a shortcut
+    (3, 8, 3, 1, 1, False),
+]
+
+
+def packed(conv: nn.Conv2d) -> PackedConvolution:
+    forward = conv.__dict__["forward"]
+    assert isinstance(forward, PackedConvolution)
+    return forward
+
+
+@pytest.mark.parametrize(("cin", "cout", "kernel", "stride", "padding", "bias"), CONVOLUTIONS)
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+def test_a_packed_convolution_equals_the_plain_one_for_any_input_size(
+    cin: int,
+    cout: int,
+    kernel: int,
+    stride: int,
+    padding: int,
+    bias: bool,
+    memory_format: torch.memory_format,
+) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=bias).eval()
+    assert prepack_convolutions(conv) == 1
+    # Packed for the first input's size; a batch of another size and shape must agree too.
+    for shape in [(1, cin, 13, 17), (3, cin, 8, 6)]:
+        x = torch.randn(shape).to(memory_format=memory_format)
+        with torch.inference_mode():
+            out = conv(x)
+            expected = nn.Conv2d.forward(conv, x)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert packed(conv).packed is not None
+
+
+def test_a_weight_changed_in_place_is_packed_again() -> None:
+    conv = nn.Conv2d(4, 4, 3, padding=1).eval()
+    prepack_convolutions(conv)
+    x = torch.randn(1, 4, 8, 8)
+    with torch.inference_mode():
+        before = conv(x)
+    with torch.no_grad():
+        conv.weight.mul_(2.0)
+    with torch.inference_mode():
+        after = conv(x)
+        torch.testing.assert_close(after, nn.Conv2d.forward(conv, x), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(before, after)
+
+
+def test_only_plain_zero_padded_float_convolutions_are_packed() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 3, 3, padding=1),
+        nn.Conv2d(3, 3, 3, padding="same"),
+        nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect"),
+        nn.Conv2d(3, 3, 3, padding=1).to(torch.float64),
+        nn.Conv1d(3, 3, 3),
+    )
+    assert prepack_convolutions(model) == 1
+    assert prepack_convolutions(model) == 0  # already packed: not wrapped twice
+    assert isinstance(model[0].__dict__["forward"], PackedConvolution)
+
+
+def test_training_runs_the_plain_convolution() -> None:
+    conv = nn.Conv2d(3, 3, 3, padding=1)
+    prepack_convolutions(conv)
+    x = torch.randn(1, 3, 8, 8, requires_grad=True)
+    conv(x).sum().backward()  # the packed operators have no gradient: the plain path ran
+    assert x.grad is not None and packed(conv).packed is None
+    with torch.inference_mode():
+        conv(x.detach())
+    assert packed(conv).packed is not None
+
+
+def test_if_the_operators_fail_the_plain_convolution_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: Any) -> torch.Tensor:
+        raise RuntimeError("operator changed in this build")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", broken)
+    monkeypatch.setattr(PackedConvolution, "failed", False)
+    conv = nn.Conv2d(3, 5, 3, padding=1).eval()
+    prepack_convolutions(conv)
+    x = torch.randn(2, 3, 9, 7)
+    with torch.inference_mode():
+        torch.testing.assert_close(conv(x), nn.Conv2d.forward(conv, x))
+    assert PackedConvolution.failed
+
+
+def frame(pipeline: FewStepPipeline, prompt: str) -> np.ndarray:
+    params = Params(prompt=prompt, width=64, height=96, steps=2, strength=0.6)
+    image = np.random.default_rng(3).integers(0, 256, (96, 64, 3), dtype=np.uint8)
+    return pipeline([FrameRequest(pipeline.new_state(), params, image)])[0]
+
+
+def test_a_pipeline_on_the_cpu_packs_its_unet_and_vae_and_makes_the_same_frames(
+    tiny_models: TinyModels,
+) -> None:
+    def load(**options: Any) -> FewStepPipeline:
+        pipeline = create_pipeline(
+            "sd-turbo", PipelineOptions(model=str(tiny_models.sd_turbo), device="cpu", **options)
+        )
+        assert isinstance(pipeline, FewStepPipeline)
+        return pipeline
+
+    packed_pipeline, plain = load(), load(prepack_weights=False)
+    made = frame(packed_pipeline, "a lighthouse")
+    convolutions = [
+        m
+        for m in (*packed_pipeline.unet.modules(), *packed_pipeline.vae.modules())
+        if isinstance(m, nn.Conv2d)
+    ]
+    assert convolutions and all(packed(c).packed is not None for c in convolutions)
+    assert not any("forward" in m.__dict__ for m in plain.unet.modules())
+    assert np.abs(made.astype(int) - frame(plain, "a lighthouse")).max() <= 1
