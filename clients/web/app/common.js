@@ -1,8 +1,8 @@
 /**
  * What the pages share: the connection status pill, messages, the output
- * view, the fps and latency readout, the seed control, saved settings and
- * keyboard shortcuts. Each piece takes its elements and a LivegenClient; none
- * knows which page it is on.
+ * view, the fps and latency readout, sliders and the seed control for params,
+ * saved settings and keyboard shortcuts. Each piece takes its elements and a
+ * LivegenClient; none knows which page it is on.
  */
 
 import { ErrorCode, MAX_SEED, State, randomSeed } from "../livegen.js";
@@ -259,6 +259,26 @@ export class OutputView {
 }
 
 /**
+ * The output panel follows the client: each frame received is counted in the
+ * readout and drawn, the stage shows it is working from a request sent until
+ * nothing is in flight, and the save button saves the picture shown.
+ */
+export function bindOutput(client, output, readout, saveButton) {
+  client.addEventListener("frame", ({ detail: frame }) => {
+    readout.record(frame);
+    output.show(frame);
+    saveButton.disabled = false;
+  });
+  client.addEventListener("send", () => output.stage.classList.add("working"));
+  const settle = () => {
+    if (client.idle) output.stage.classList.remove("working");
+  };
+  output.canvas.addEventListener("framepaint", settle);
+  client.addEventListener("error", settle);
+  saveButton.addEventListener("click", () => output.save());
+}
+
+/**
  * Live fps (frames received in the last second) and latency (median, from a
  * frame sent to its frame.out, matched by id), shown four times a second.
  */
@@ -299,23 +319,38 @@ export class Readout {
   }
 }
 
-/** A range input with its value shown beside its label. */
-export function bindRange(input, output, format = (value) => value) {
+/**
+ * A range input for the param `name`, kept in the page's settings: it starts
+ * at the saved value, shows its value beside its label, and on every move saves
+ * it and hands `{[name]: value}` to `send`. Returns the function that shows the
+ * value again, for when the page sets it.
+ */
+export function bindParamRange(input, output, { settings, name, send, format = (value) => value }) {
+  input.value = String(settings.get(name));
   const show = () => {
     output.value = format(Number(input.value));
   };
-  input.addEventListener("input", show);
+  input.addEventListener("input", () => {
+    show();
+    const value = Number(input.value);
+    settings.set(name, value);
+    send({ [name]: value });
+  });
   show();
   return show;
 }
 
 /**
- * The seed: a number, a lock and a re-roll button. Locked, every frame uses
- * the same seed (stable frames); unlocked, {@link SeedControl#next} draws a new
- * one for each request the page makes.
+ * The seed: a number, a lock and a re-roll button (`#seed`, `#seed-lock` and
+ * `#reroll` inside `root`). Locked, every frame uses the same seed (stable
+ * frames); unlocked, {@link SeedControl#next} draws a new one for each request
+ * the page makes.
  */
 export class SeedControl {
-  constructor({ input, lock, reroll, settings, onChange }) {
+  constructor(root, { settings, onChange }) {
+    const input = $("#seed", root);
+    const lock = $("#seed-lock", root);
+    const reroll = $("#reroll", root);
     this.input = input;
     this.lockButton = lock;
     this.settings = settings;

@@ -15,8 +15,9 @@ import {
   SeedControl,
   Settings,
   Toast,
+  bindOutput,
+  bindParamRange,
   bindPlaceholder,
-  bindRange,
   bindStatus,
   closeWithPage,
   describeError,
@@ -97,19 +98,9 @@ client.addEventListener("session", ({ detail: session }) => {
   draw({ prompt: promptBox.value, steps: Number(steps.value), width, height });
 });
 
-client.addEventListener("frame", ({ detail: frame }) => {
-  readout.record(frame);
-  output.show(frame);
-  $("#save").disabled = false;
-});
-
-client.addEventListener("send", () => $("#output-stage").classList.add("working"));
-$("#output").addEventListener("framepaint", () => {
-  if (client.idle) $("#output-stage").classList.remove("working");
-});
+bindOutput(client, output, readout, $("#save"));
 
 client.addEventListener("error", ({ detail: error }) => {
-  if (client.idle) $("#output-stage").classList.remove("working");
   if (error.code === ErrorCode.INVALID_FIELD && error.id !== null) {
     // The server's pipeline cannot draw from text alone (passthrough).
     textToImage = false;
@@ -128,13 +119,7 @@ client.addEventListener("error", ({ detail: error }) => {
   if (text) toast.show(text, { kind: error.code === ErrorCode.SESSION_NOT_FOUND ? "info" : "error" });
 });
 
-const seed = new SeedControl({
-  input: $("#seed"),
-  lock: $("#seed-lock"),
-  reroll: $("#reroll"),
-  settings,
-  onChange: (value) => draw({ seed: value }),
-});
+const seed = new SeedControl($(".seed"), { settings, onChange: (value) => draw({ seed: value }) });
 
 promptBox.value = settings.get("prompt");
 promptBox.addEventListener("input", () => {
@@ -150,20 +135,13 @@ for (const chip of document.querySelectorAll("#suggestions .chip")) {
   });
 }
 
-steps.value = String(settings.get("steps"));
-const showSteps = bindRange(steps, $("#steps-value"));
-steps.addEventListener("input", () => {
-  settings.set("steps", Number(steps.value));
-  draw({ steps: Number(steps.value) });
-});
+const showSteps = bindParamRange(steps, $("#steps-value"), { settings, name: "steps", send: draw });
 
 sizeSelect.addEventListener("change", () => {
   settings.set("size", sizeSelect.value);
   const [width, height] = sizes[sizeSelect.value];
   draw({ width, height });
 });
-
-$("#save").addEventListener("click", () => output.save());
 
 document.addEventListener("keydown", (event) => {
   if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "s") {

@@ -17,8 +17,9 @@ import {
   SeedControl,
   Settings,
   Toast,
+  bindOutput,
+  bindParamRange,
   bindPlaceholder,
-  bindRange,
   bindStatus,
   closeWithPage,
   describeError,
@@ -76,21 +77,11 @@ client.addEventListener("session", ({ detail: session }) => {
   sendSketch(wanted);
 });
 
-client.addEventListener("frame", ({ detail: frame }) => {
-  readout.record(frame);
-  output.show(frame);
-  $("#save").disabled = false;
-});
-
-client.addEventListener("send", () => $("#output-stage").classList.add("working"));
-$("#output").addEventListener("framepaint", () => {
-  if (client.idle) $("#output-stage").classList.remove("working");
-});
+bindOutput(client, output, readout, $("#save"));
 
 client.addEventListener("error", ({ detail: error }) => {
   const text = describeError(error);
   if (text) toast.show(text, { kind: error.code === "session_not_found" ? "info" : "error" });
-  if (client.idle) $("#output-stage").classList.remove("working");
 });
 
 client
@@ -105,10 +96,7 @@ client
 
 // Drawing.
 
-const seed = new SeedControl({
-  input: $("#seed"),
-  lock: $("#seed-lock"),
-  reroll: $("#reroll"),
+const seed = new SeedControl($(".seed"), {
   settings,
   onChange: (value) => client.updateParams({ seed: value }),
 });
@@ -173,7 +161,6 @@ $("#brush-size").addEventListener("input", (event) => setSize(Number(event.targe
 $("#undo").addEventListener("click", () => pad.undo());
 $("#redo").addEventListener("click", () => pad.redo());
 $("#clear").addEventListener("click", () => pad.clear());
-$("#save").addEventListener("click", () => output.save());
 
 setColor(settings.get("color"));
 setSize(Number(settings.get("brushSize")));
@@ -186,19 +173,14 @@ promptBox.addEventListener("input", () => {
   client.updateParams({ prompt: promptBox.value });
 });
 
-strength.value = String(settings.get("strength"));
-bindRange(strength, $("#strength-value"), (value) => value.toFixed(2));
-strength.addEventListener("input", () => {
-  settings.set("strength", Number(strength.value));
-  client.updateParams({ strength: Number(strength.value) });
+const sendParams = (params) => client.updateParams(params);
+bindParamRange(strength, $("#strength-value"), {
+  settings,
+  name: "strength",
+  send: sendParams,
+  format: (value) => value.toFixed(2),
 });
-
-steps.value = String(settings.get("steps"));
-const showSteps = bindRange(steps, $("#steps-value"));
-steps.addEventListener("input", () => {
-  settings.set("steps", Number(steps.value));
-  client.updateParams({ steps: Number(steps.value) });
-});
+const showSteps = bindParamRange(steps, $("#steps-value"), { settings, name: "steps", send: sendParams });
 
 // Keyboard: undo and redo, tools, brush size, save, seed.
 

@@ -15,7 +15,7 @@ import {
   $,
   Settings,
   Toast,
-  bindRange,
+  bindParamRange,
   bindStatus,
   closeWithPage,
   describeError,
@@ -480,11 +480,11 @@ for (const chip of document.querySelectorAll("#suggestions .chip")) {
   });
 }
 
-strength.value = String(settings.get("strength"));
-bindRange(strength, $("#strength-value"), (value) => value.toFixed(2));
-strength.addEventListener("input", () => {
-  settings.set("strength", Number(strength.value));
-  setParams({ strength: Number(strength.value) });
+bindParamRange(strength, $("#strength-value"), {
+  settings,
+  name: "strength",
+  send: setParams,
+  format: (value) => value.toFixed(2),
 });
 
 // Errors: a failed call has its own message in the stage; the rest are toasts.
