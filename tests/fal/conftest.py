@@ -5,7 +5,8 @@ this virtualenv's Python, ``@fal-ai/client`` (npm, installed by ``npm ci`` into
 ``tests/fal/js/node_modules``) under Node. Neither is modified; they reach livegen
 through the settings the README documents. Nothing may leave the machine: the
 Python client gets a dead proxy for every host but loopback, and the Node harness
-refuses non-loopback URLs itself.
+refuses non-loopback URLs itself. Both clients are put through the same round trip
+(:func:`round_trip_plan`), and their results must agree with one check.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -33,6 +34,9 @@ JS_DIR = HERE / "js"
 CLIENT_WAIT_S = 60.0
 # Where the Python client's requests to any other host go: a port nothing listens on.
 DEAD_PROXY = "http://127.0.0.1:9"
+# The API key the tests' servers accept, and the fal app the clients ask for.
+KEY = "test-api-key"
+APP = "fal-ai/fast-lcm-diffusion"
 
 RunClient = Callable[..., Awaitable[list[dict[str, Any]]]]
 
@@ -55,6 +59,44 @@ def sketch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("images") / "sketch.jpg"
     path.write_bytes(encode(make_pixels(64, 64, seed=3), quality=95))
     return path
+
+
+@pytest.fixture
+def round_trip_plan(sketch: Path) -> dict[str, Any]:
+    """Three image-to-image inputs in a row, for either client.
+
+    The sketch as bytes with ``sync_mode`` and a seed, as a data URI with a
+    seed, and as bytes with ``sync_mode`` off and no seed.
+    :func:`assert_round_trip_results` checks what comes back.
+    """
+    image = {"$bytes": str(sketch)}
+    return {
+        "app": APP,
+        "inputs": [
+            {
+                "prompt": "a fox",
+                "image_url": image,
+                "sync_mode": True,
+                "seed": 42,
+                "request_id": "1",
+            },
+            {"prompt": "an owl", "image_url": {"$data_uri": str(sketch)}, "seed": 43},
+            {"prompt": "a cat", "image_url": image, "sync_mode": False},
+        ],
+    }
+
+
+def assert_round_trip_results(results: Sequence[dict[str, Any]]) -> None:
+    """A client's results for :func:`round_trip_plan`'s inputs, in order."""
+    first, second, third = results
+    assert first["content_is_bytes"] and first["content_head"] == "ffd8ff"
+    assert (first["width"], first["height"], first["content_type"]) == (64, 64, "image/jpeg")
+    assert first["url_head"] == "data:image/jpeg;base64,"
+    assert (first["seed"], first["prompt"], first["request_id"]) == (42, "a fox", "1")
+    assert first["has_nsfw_concepts"] == [False] and "inference" in first["timings"]
+    assert (second["seed"], second["prompt"]) == (43, "an owl")
+    assert third["url_head"] is None  # sync_mode false: the bytes alone
+    assert isinstance(third["seed"], int)  # drawn by the server, and told
 
 
 def _missing(message: str) -> NoReturn:

@@ -16,10 +16,7 @@ import pytest
 
 from server.tokens import mint_token
 from tests.conftest import TinyModels
-from tests.fal.conftest import RunClient
-
-KEY = "test-api-key"
-APP = "fal-ai/fast-lcm-diffusion"
+from tests.fal.conftest import APP, KEY, RunClient, assert_round_trip_results
 
 
 def answers(events: list[dict]) -> list[dict]:
@@ -28,36 +25,16 @@ def answers(events: list[dict]) -> list[dict]:
 
 
 async def test_image_to_image_round_trips_several_in_a_row_then_a_bad_input(
-    start_server, run_js_client: RunClient, sketch: Path
+    start_server, run_js_client: RunClient, round_trip_plan: dict, sketch: Path
 ):
     server = await start_server(api_keys=KEY)
-    image = {"$bytes": str(sketch)}
-    plan = {
-        "app": APP,
-        "inputs": [
-            {
-                "prompt": "a fox",
-                "image_url": image,
-                "sync_mode": True,
-                "seed": 42,
-                "request_id": "1",
-            },
-            {"prompt": "an owl", "image_url": {"$data_uri": str(sketch)}, "seed": 43},
-            {"prompt": "a cat", "image_url": image, "sync_mode": False},
-            {"prompt": 5, "image_url": image, "request_id": "bad"},
-        ],
-    }
+    bad = {"prompt": 5, "image_url": {"$bytes": str(sketch)}, "request_id": "bad"}
+    plan = {**round_trip_plan, "inputs": [*round_trip_plan["inputs"], bad]}
     events = answers(await run_js_client(server, plan, key=KEY))
 
     assert [event["event"] for event in events[:4]] == ["result"] * 3 + ["error"], events
-    first, second, third, error = events[:4]
-    assert first["content_is_bytes"] and first["content_head"] == "ffd8ff"
-    assert (first["width"], first["height"], first["content_type"]) == (64, 64, "image/jpeg")
-    assert first["url_head"] == "data:image/jpeg;base64,"
-    assert (first["seed"], first["prompt"], first["request_id"]) == (42, "a fox", "1")
-    assert first["has_nsfw_concepts"] == [False] and "inference" in first["timings"]
-    assert (second["seed"], second["prompt"]) == (43, "an owl")
-    assert third["url_head"] is None
+    assert_round_trip_results(events[:3])
+    error = events[3]
     # An x-fal-error frame reaches onError as fal's ApiError.
     assert error["status"] == 400, error
     assert error["message"] == "INVALID_PARAMS: param 'prompt' must be str, got int"

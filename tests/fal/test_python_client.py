@@ -16,10 +16,7 @@ import pytest
 
 from server.tokens import mint_token
 from tests.conftest import TinyModels
-from tests.fal.conftest import RunClient, Tls
-
-KEY = "test-api-key"
-APP = "fal-ai/fast-lcm-diffusion"
+from tests.fal.conftest import APP, KEY, RunClient, Tls, assert_round_trip_results
 
 
 @pytest.fixture
@@ -28,35 +25,12 @@ async def server(start_server, tls: Tls):
 
 
 async def test_image_to_image_round_trips_several_in_a_row(
-    server, run_python_client: RunClient, sketch: Path
+    server, run_python_client: RunClient, round_trip_plan: dict
 ):
-    image = {"$bytes": str(sketch)}
-    plan = {
-        "app": APP,
-        "inputs": [
-            {
-                "prompt": "a fox",
-                "image_url": image,
-                "sync_mode": True,
-                "seed": 42,
-                "request_id": "1",
-            },
-            {"prompt": "an owl", "image_url": {"$data_uri": str(sketch)}, "seed": 43},
-            {"prompt": "a cat", "image_url": image, "sync_mode": False},
-        ],
-    }
-    events = await run_python_client(server, plan, key=KEY)
+    events = await run_python_client(server, round_trip_plan, key=KEY)
 
     assert [event["event"] for event in events] == ["result"] * 3
-    first, second, third = events
-    assert first["content_is_bytes"] and first["content_head"] == "ffd8ff"
-    assert (first["width"], first["height"], first["content_type"]) == (64, 64, "image/jpeg")
-    assert first["url_head"] == "data:image/jpeg;base64,"
-    assert (first["seed"], first["prompt"], first["request_id"]) == (42, "a fox", "1")
-    assert first["has_nsfw_concepts"] == [False] and "inference" in first["timings"]
-    assert (second["seed"], second["prompt"]) == (43, "an owl")
-    assert third["url_head"] is None  # sync_mode false: the bytes alone
-    assert isinstance(third["seed"], int)  # drawn by the server, and told
+    assert_round_trip_results(events)
 
 
 async def test_a_bad_input_raises_from_recv_and_the_connection_goes_on(

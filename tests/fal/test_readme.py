@@ -10,10 +10,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from tests.fal.conftest import JS_DIR, Tls, python_client_env, run_command
+from tests.fal.conftest import JS_DIR, KEY, Tls, python_client_env, run_command
 
 ROOT = Path(__file__).resolve().parents[2]
-KEY = "test-api-key"
 
 
 def section_blocks(language: str) -> list[str]:
