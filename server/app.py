@@ -99,14 +99,12 @@ class LivegenServer:
     async def _warm_up(self) -> None:
         started = time.perf_counter()
         try:
-            await asyncio.to_thread(self.pipeline.warmup)
+            await asyncio.wrap_future(self.worker.start())
         except Exception as exc:
             log.exception("pipeline %s failed to warm up; shutting down", self.pipeline.name)
             self.warmup_error = exc
             self.request_drain()
             return
-
-        self.worker.start()
         log.info("pipeline %s warm in %.2f s", self.pipeline.name, time.perf_counter() - started)
         self.ready.set()
 
@@ -236,8 +234,7 @@ class LivegenServer:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-        if self.ready.is_set():
-            await asyncio.to_thread(self.worker.stop)
+        await asyncio.to_thread(self.worker.stop)
         log.info("stopped")
         self._stopped.set()
 

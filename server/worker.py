@@ -1,9 +1,11 @@
 """The inference thread: the one place the pipeline runs.
 
-Each tick it takes the input of every session whose box is full, decodes the
-images on the codec threads, groups compatible requests into batches, runs each
-batch through the pipeline and encodes the outputs. Results leave through the
-``deliver`` callback, which the server points at its event loop.
+It warms the pipeline up first, so that state a compiled model keeps per thread
+(CUDA graphs) is recorded on the thread that replays it. Then each tick it takes
+the input of every session whose box is full, decodes the images on the codec
+threads, groups compatible requests into batches, runs each batch through the
+pipeline and encodes the outputs. Results leave through the ``deliver``
+callback, which the server points at its event loop.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -100,9 +102,15 @@ class InferenceWorker:
         self._busy = False
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="livegen-inference", daemon=True)
+        self._warm: Future[None] = Future()
 
-    def start(self) -> None:
+    def start(self) -> Future[None]:
+        """Start the thread; the future is done when warm-up is, failed if warm-up failed.
+
+        After a failed warm-up the thread ends; ``stop`` still cleans up.
+        """
         self._thread.start()
+        return self._warm
 
     def notify(self, session: Session) -> None:
         """``session`` has an input in its box. Called from the event loop."""
@@ -119,10 +127,19 @@ class InferenceWorker:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join()
+        if self._thread.ident is not None:  # started
+            self._thread.join()
         self._codec.shutdown(wait=True)
 
     def _run(self) -> None:
+        if not self._warm.set_running_or_notify_cancel():
+            return
+        try:
+            self._pipeline.warmup()
+        except BaseException as exc:
+            self._warm.set_exception(exc)
+            return
+        self._warm.set_result(None)
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._ready or self._stopping)

@@ -42,6 +42,52 @@ async def test_readyz_turns_ready_only_after_warmup_while_healthz_answers_at_onc
     assert ready_after[0] == 200
 
 
+class ThreadRecording(PassthroughPipeline):
+    """Records which threads warm it up and run its frames."""
+
+    def __init__(self) -> None:
+        super().__init__(PipelineOptions(device="cpu"))
+        self.warmup_threads: set[int] = set()
+        self.frame_threads: set[int] = set()
+
+    def warmup(self) -> None:
+        self.warmup_threads.add(threading.get_ident())
+
+    def __call__(self, requests):
+        self.frame_threads.add(threading.get_ident())
+        return super().__call__(requests)
+
+
+async def test_warmup_runs_on_the_thread_that_runs_the_frames(start_server, jpeg):
+    # What a compiled model keeps per thread (CUDA graphs) must be recorded where it is used.
+    pipeline = ThreadRecording()
+    server = await start_server(pipeline)
+    async with await LivegenClient.connect(ws_url(server)) as client:
+        await client.send_frame(jpeg())
+        await asyncio.wait_for(client.next_frame(), WAIT_S)
+
+    assert len(pipeline.warmup_threads) == 1
+    assert pipeline.frame_threads == pipeline.warmup_threads
+
+
+class FailingWarmup(PassthroughPipeline):
+    def __init__(self) -> None:
+        super().__init__(PipelineOptions(device="cpu"))
+
+    def warmup(self) -> None:
+        raise RuntimeError("no GPU memory left")
+
+
+async def test_a_failed_warmup_stops_the_server_and_is_reported():
+    server = LivegenServer(ServerConfig(host="127.0.0.1", port=0), FailingWarmup())
+    await server.start()
+    await asyncio.wait_for(server.wait_stopped(), WAIT_S)
+
+    assert isinstance(server.warmup_error, RuntimeError)
+    assert not server.ready.is_set()
+    assert not any(t.name == "livegen-inference" for t in threading.enumerate())
+
+
 async def test_metrics_count_frames_and_stage_latencies(start_server, jpeg):
     server = await start_server()
     async with await LivegenClient.connect(ws_url(server)) as client:
