@@ -352,7 +352,7 @@ def test_a_unet_that_cannot_compile_runs_eagerly(
 ) -> None:
     # Compiling for real takes minutes on a CPU; what is under test is the fallback
     # when a device has no working compiler, so the compiler is made to fail.
-    def no_compiler(model: torch.nn.Module) -> torch.nn.Module:
+    def no_compiler(model: torch.nn.Module, **settings: object) -> torch.nn.Module:
         raise RuntimeError("no C++ compiler for this device")
 
     monkeypatch.setattr(torch, "compile", no_compiler)
@@ -360,6 +360,7 @@ def test_a_unet_that_cannot_compile_runs_eagerly(
     pipeline.warmup()
 
     assert "torch.compile failed; the UNet runs eagerly" in caplog.text
+    assert pipeline._unet_forward is pipeline.unet
     eager = load("sd-turbo", tiny_models.sd_turbo)
     assert np.array_equal(
         alone(pipeline, params(pipeline), sketch(1)), alone(eager, params(eager), sketch(1))
