@@ -108,6 +108,10 @@ class FewStepPipeline(Pipeline):
         )
         self.unet.to(memory_format=self.memory_format)
         self.vae.to(memory_format=self.memory_format)
+        if self.device.type == "cpu":
+            # A batch's full-resolution activations overflow a CPU's caches: the
+            # autoencoder is faster one image at a time there (bench/README.md).
+            self.vae.enable_slicing()
         for name, path in options.loras.items():
             self.add_lora(name, path)
         if not options.compile:  # compiling on the CPU packs the weights itself (warmup)
