@@ -59,6 +59,8 @@ class Connection:
         # Signalling runs in order, one message at a time, off the receive loop.
         self._signalling = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Peer connections being closed: a close outlives the task that began it.
+        self._closing: set[asyncio.Future[None]] = set()
 
     async def run(self) -> None:
         async with self._transport:
@@ -73,6 +75,7 @@ class Connection:
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
                 await self._hang_up()
+                await asyncio.gather(*self._closing, return_exceptions=True)
                 self.app.detach(self)
 
     def send_frame(self, data: bytes, received_at: float) -> None:
@@ -179,7 +182,12 @@ class Connection:
         call, self.call = self.call, None
         if call is None:
             return
-        await call.close()
+        # Shielded: a webrtc.close followed at once by the socket closing cancels the
+        # signalling task mid-close, which would leave the peer connection's sockets open.
+        closing = asyncio.ensure_future(call.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        await asyncio.shield(closing)
         session = self.session
         # A camera frame still waiting has nowhere to go; a session resumed
         # elsewhere may have a call of its own there by now, so only when here.

@@ -8,9 +8,11 @@ the test video writes each frame's number, so latency is measured per frame.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
 import threading
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -94,6 +96,16 @@ def open_files() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def udp_sockets() -> int:
+    """This process's open UDP sockets: ICE's, for the calls of both sides."""
+    inodes = {line.split()[9] for line in Path("/proc/net/udp").read_text().splitlines()[1:]}
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return sum(link.startswith("socket:[") and link[8:-1] in inodes for link in links)
+
+
 def own_threads() -> int:
     """Threads, less the event loop's default executor (a bounded pool aiortc encodes on)."""
     return sum(not t.name.startswith("asyncio_") for t in threading.enumerate())
@@ -147,6 +159,24 @@ async def test_closing_the_websocket_closes_the_call(start_server):
 
     assert call is not None and call.pc.connectionState == "closed"
     assert session is not None and not session.inbox
+
+
+async def test_a_hang_up_then_a_closed_socket_at_once_still_closes_the_call(start_server):
+    # The README client's ending: webrtc.close, then the WebSocket closes before the
+    # server has finished closing the peer connection; it must still finish.
+    server = await start_server(ShadingPipeline())
+    sockets_before = udp_sockets()
+    client = await LivegenClient.connect(ws_url(server))
+    caller = await Caller.start(client)
+    await caller.frames(1, CALL_WAIT_S)
+    assert udp_sockets() > sockets_before
+
+    await client.websocket.send(pack(WebRTCClose()))
+    await client.websocket.close()
+    await wait_until(lambda: not server.connections)
+    await caller.hang_up()
+
+    assert udp_sockets() == sockets_before
 
 
 async def test_a_bad_offer_is_refused_and_the_session_goes_on(start_server, jpeg):
