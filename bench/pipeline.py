@@ -27,13 +27,11 @@ import ctypes.util
 import gc
 import json
 import os
-import platform
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,7 @@ import numpy as np
 import psutil
 import torch
 from PIL import Image, ImageDraw
-from stats import latency_ms
+from stats import describe_machine, latency_ms
 
 from pipelines import FrameRequest, PipelineOptions, create_pipeline
 from pipelines.loading import resolve_dtype
@@ -648,30 +646,13 @@ def memory_growth(pipeline: Any, base: Any, frames: int, size_px: int) -> dict[s
 
 
 def machine_info() -> dict[str, Any]:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    versions = {}
-    for name in ("torch", "diffusers", "transformers", "numpy", "pillow", "psutil"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(name)
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu_model,
-        "cpu_count": os.cpu_count(),
+    packages = ("torch", "diffusers", "transformers", "numpy", "pillow", "psutil")
+    return describe_machine(packages) | {
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "packages": versions,
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkldnn": torch.backends.mkldnn.is_available(),
-        "loadavg_at_start": os.getloadavg(),
     }
 
 

@@ -20,7 +20,6 @@ import importlib.util
 import io
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -32,14 +31,13 @@ import urllib.request
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from prometheus_client.parser import text_string_to_metric_families
-from stats import latency_ms
+from stats import describe_machine, latency_ms
 
 from livegen_client import LivegenClient
 from server.metrics import STAGES
@@ -374,28 +372,9 @@ async def run_case(
 
 
 def machine_info() -> dict[str, Any]:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    packages = ("websockets", "msgpack", "pillow", "numpy", "uvloop")
-    versions = {}
-    for name in packages:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(name)
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "packages": versions,
-        "uvloop": importlib.util.find_spec("uvloop") is not None,
-        "loadavg_at_start": os.getloadavg(),
-    }
+    info = describe_machine(("websockets", "msgpack", "pillow", "numpy", "uvloop"))
+    info["uvloop"] = importlib.util.find_spec("uvloop") is not None
+    return info
 
 
 def run_event_loop(main: Coroutine[Any, Any, Any]) -> Any:
