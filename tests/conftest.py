@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +29,9 @@ def jpeg() -> Callable[..., bytes]:
     return make
 
 
-@pytest.fixture
-async def start_server() -> AsyncIterator[StartServer]:
-    """``await start_server(instance=None, **config)``: a ready server; all stop at teardown.
+@contextlib.asynccontextmanager
+async def servers_on_loopback() -> AsyncIterator[StartServer]:
+    """``await start(instance=None, **config)``: a ready server; all drain on leaving.
 
     ``instance`` is a pipeline object to serve; without one the server loads
     ``config["pipeline"]`` itself, as ``livegen serve`` does.
@@ -48,6 +49,13 @@ async def start_server() -> AsyncIterator[StartServer]:
     yield start
     for server in servers:
         await asyncio.wait_for(server.drain(), WAIT_S)
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """``await start_server(instance=None, **config)``: see :func:`servers_on_loopback`."""
+    async with servers_on_loopback() as start:
+        yield start
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,8 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
-from pipelines import Pipeline
 from server.app import LivegenServer
-from server.config import ServerConfig
-from tests.conftest import StartServer
+from tests.conftest import StartServer, servers_on_loopback
 from tests.helpers import WAIT_S, http_url
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -147,19 +145,8 @@ class Problems:
 @pytest_asyncio.fixture(loop_scope="session")
 async def start_server() -> AsyncIterator[StartServer]:
     """``tests/conftest.py``'s fixture of the same name, in the browser tests' event loop."""
-    servers: list[LivegenServer] = []
-
-    async def start(instance: Pipeline | None = None, **config: Any) -> LivegenServer:
-        config.setdefault("codec_threads", 2)
-        server = LivegenServer(ServerConfig(host="127.0.0.1", port=0, **config), instance)
-        await server.start()
-        servers.append(server)
-        await asyncio.wait_for(server.ready.wait(), WAIT_S)
-        return server
-
-    yield start
-    for server in servers:
-        await asyncio.wait_for(server.drain(), WAIT_S)
+    async with servers_on_loopback() as start:
+        yield start
 
 
 OpenPage = Callable[..., Awaitable[Page]]
