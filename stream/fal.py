@@ -31,8 +31,6 @@ import msgpack
 
 from stream.codec import unpack_map
 from stream.errors import (
-    CloseCode,
-    ErrorCode,
     InvalidField,
     InvalidImage,
     InvalidParams,
@@ -40,10 +38,10 @@ from stream.errors import (
     MalformedMessage,
     ProtocolError,
 )
-from stream.limits import Limits, TokenBucket
+from stream.limits import Limits
 from stream.messages import FrameOut, ServerMessage, SessionClosing, SessionStarted
 from stream.params import MAX_SEED, Params, parse_params_patch
-from stream.protocol import MAX_PENDING_MESSAGES, RATE_NOTICE_INTERVAL_S, ConnectionState
+from stream.protocol import ConnectionState, PeerProtocol
 
 # fal's clients refuse values outside this range before they connect.
 MAX_BUFFERING_RANGE = (1, 60)
@@ -352,7 +350,7 @@ def meta_frame(action: str, **details: Any) -> str:
     return json.dumps({"type": "x-fal-message", "action": action, **details}, separators=(",", ":"))
 
 
-class FalProtocol:
+class FalProtocol(PeerProtocol):
     """One fal connection's protocol object: bytes in, inputs and frames to send out.
 
     Like :class:`~stream.protocol.SessionProtocol`, peer errors never raise out
@@ -363,15 +361,9 @@ class FalProtocol:
     """
 
     def __init__(self, limits: Limits, now: float) -> None:
-        self.limits = limits
+        super().__init__(limits, now)
         # Data URIs carry the image as text: a string may be as long as a message.
         self._wire_limits = replace(limits, max_str_len=limits.max_message_bytes)
-        self.state = ConnectionState.AWAITING_START
-        self.close_code: CloseCode | None = None
-        self.close_reason = ""
-        self._rate = TokenBucket(limits.messages_per_s, limits.message_burst, now)
-        self._next_rate_notice = now
-        self._outgoing: list[bytes | str] = []
 
     def receive(self, data: bytes | str, now: float) -> FalInput | None:
         """Parse one message received at ``now``; None when it was refused (or dropped)."""
@@ -379,15 +371,8 @@ class FalProtocol:
             return None
         request_id = None
         try:
-            if not self._rate.take(now):
-                if now < self._next_rate_notice:
-                    return None
-                self._next_rate_notice = now + RATE_NOTICE_INTERVAL_S
-                raise LimitExceeded(
-                    f"more than {self.limits.messages_per_s:g} messages a second: inputs are "
-                    f"dropped, with this notice at most every {RATE_NOTICE_INTERVAL_S:g} s",
-                    code=ErrorCode.RATE_LIMITED,
-                )
+            if not self._within_rate(now, "inputs"):
+                return None
             if isinstance(data, str):
                 raise MalformedMessage("fal inputs are binary msgpack maps, not text frames")
             wire = unpack_map(data, self._wire_limits)
@@ -411,23 +396,3 @@ class FalProtocol:
         self._queue(error_frame(error, request_id))
         if error.close_code is not None:
             self.close(error.close_code, str(error))
-
-    def _queue(self, frame: str) -> None:
-        if len(self._outgoing) >= MAX_PENDING_MESSAGES:
-            # The peer has stopped reading: holding more would be an unbounded queue.
-            self.close(CloseCode.POLICY_VIOLATION, "too many unread messages; read what is sent")
-            return
-        self._outgoing.append(frame)
-
-    def close(self, code: CloseCode, reason: str) -> None:
-        """Mark the connection closed; the first code given is the one that counts."""
-        if self.state is ConnectionState.CLOSED:
-            return
-        self.state = ConnectionState.CLOSED
-        self.close_code = code
-        # A close reason must fit in a control frame (123 bytes of UTF-8).
-        self.close_reason = reason.encode()[:123].decode(errors="ignore")
-
-    def data_to_send(self) -> list[bytes | str]:
-        outgoing, self._outgoing = self._outgoing, []
-        return outgoing

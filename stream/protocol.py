@@ -58,7 +58,14 @@ class ConnectionState(enum.Enum):
     CLOSED = enum.auto()
 
 
-class SessionProtocol:
+class PeerProtocol:
+    """What every protocol object keeps for its peer, whatever its messages.
+
+    The connection's state and close; the frames queued for the peer, bounded
+    (a peer that stops reading is closed, never buffered for); and the message
+    rate limit, whose error the peer hears at most once an interval.
+    """
+
     def __init__(self, limits: Limits, now: float) -> None:
         self.limits = limits
         self.state = ConnectionState.AWAITING_START
@@ -66,22 +73,53 @@ class SessionProtocol:
         self.close_reason = ""
         self._rate = TokenBucket(limits.messages_per_s, limits.message_burst, now)
         self._next_rate_notice = now
-        self._outgoing: list[bytes] = []
+        self._outgoing: list[bytes | str] = []
 
+    def _within_rate(self, now: float, what: str) -> bool:
+        """Whether a message at ``now`` may pass; False drops it unannounced.
+
+        Raises ``rate_limited`` for the first message dropped in each interval.
+        """
+        if self._rate.take(now):
+            return True
+        if now < self._next_rate_notice:
+            return False
+        self._next_rate_notice = now + RATE_NOTICE_INTERVAL_S
+        raise LimitExceeded(
+            f"more than {self.limits.messages_per_s:g} messages a second: {what} are "
+            f"dropped, with this notice at most every {RATE_NOTICE_INTERVAL_S:g} s",
+            code=ErrorCode.RATE_LIMITED,
+        )
+
+    def _queue(self, frame: bytes | str) -> None:
+        if len(self._outgoing) >= MAX_PENDING_MESSAGES:
+            # The peer has stopped reading: holding more would be an unbounded queue.
+            self.close(CloseCode.POLICY_VIOLATION, "too many unread messages; read what is sent")
+            return
+        self._outgoing.append(frame)
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """Mark the connection closed; the first code given is the one that counts."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        self.state = ConnectionState.CLOSED
+        self.close_code = code
+        # A close reason must fit in a control frame (123 bytes of UTF-8).
+        self.close_reason = reason.encode()[:123].decode(errors="ignore")
+
+    def data_to_send(self) -> list[bytes | str]:
+        outgoing, self._outgoing = self._outgoing, []
+        return outgoing
+
+
+class SessionProtocol(PeerProtocol):
     def receive(self, data: bytes | str, now: float) -> list[Event]:
         """Parse one WebSocket message received at ``now``."""
         if self.state is ConnectionState.CLOSED:
             return []
         try:
-            if not self._rate.take(now):
-                if now < self._next_rate_notice:
-                    return []
-                self._next_rate_notice = now + RATE_NOTICE_INTERVAL_S
-                raise LimitExceeded(
-                    f"more than {self.limits.messages_per_s:g} messages a second: messages are "
-                    f"dropped, with this notice at most every {RATE_NOTICE_INTERVAL_S:g} s",
-                    code=ErrorCode.RATE_LIMITED,
-                )
+            if not self._within_rate(now, "messages"):
+                return []
             if isinstance(data, str):
                 raise MalformedMessage(
                     "text frames are not part of the protocol; send binary msgpack"
@@ -121,27 +159,10 @@ class SessionProtocol:
         self.send(started)
 
     def send(self, message: ServerMessage) -> None:
-        if len(self._outgoing) >= MAX_PENDING_MESSAGES:
-            # The peer has stopped reading: holding more would be an unbounded queue.
-            self.close(CloseCode.POLICY_VIOLATION, "too many unread messages; read what is sent")
-            return
-        self._outgoing.append(pack(message))
+        self._queue(pack(message))
 
     def send_error(self, error: ProtocolError, frame_id: int | None = None) -> None:
         """Tell the peer about ``error``; a fatal one also closes the connection."""
         self.send(Error(code=error.code, message=str(error), fatal=error.fatal, id=frame_id))
         if error.close_code is not None:
             self.close(error.close_code, str(error))
-
-    def close(self, code: CloseCode, reason: str) -> None:
-        """Mark the connection closed; the first code given is the one that counts."""
-        if self.state is ConnectionState.CLOSED:
-            return
-        self.state = ConnectionState.CLOSED
-        self.close_code = code
-        # A close reason must fit in a control frame (123 bytes of UTF-8).
-        self.close_reason = reason.encode()[:123].decode(errors="ignore")
-
-    def data_to_send(self) -> list[bytes]:
-        outgoing, self._outgoing = self._outgoing, []
-        return outgoing
