@@ -746,9 +746,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (the targets' device), cuda, mps")
     parser.add_argument(
         "--dtype",
-        default="float32",
+        default="auto",
         choices=("auto", "float32", "float16", "bfloat16"),
-        help="for both pipelines; auto = float16 on a GPU, float32 on the CPU",
+        help="for both pipelines; auto (the server's default) = float16 on a GPU, bfloat16 "
+        "on a CPU with AMX, float32 on other CPUs",
     )
     parser.add_argument(
         "--compile", action="store_true", help="livegen's --compile (torch.compile of the UNet)"
@@ -806,6 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             compile=args.compile,
         ),
     )
+    livegen.warmup()  # as the server does before it listens: compiles with --compile
     from diffusers import AutoencoderTiny, AutoPipelineForImage2Image
 
     stock: Any = AutoPipelineForImage2Image.from_pretrained(model_dir, torch_dtype=dtype).to(device)
@@ -813,7 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     full_vae = stock.vae
     tiny_vae = AutoencoderTiny.from_pretrained(taesd_dir, torch_dtype=dtype).to(device).eval()
     phase_s["load"] = time.perf_counter() - started
-    print(f"  loaded livegen and stock diffusers in {phase_s['load']:.1f} s")
+    print(f"  loaded livegen (and warmed it up) and stock diffusers in {phase_s['load']:.1f} s")
 
     base = replace(
         livegen.default_params, width=args.size, height=args.size, steps=STEPS, strength=STRENGTH

@@ -27,14 +27,27 @@ _HUB_SKIPPED = ["*.fp16.safetensors", "*fp16*", "*.bin", "*.ckpt", "*.onnx", "*.
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later), per PyTorch."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent in old builds
+    return bool(probe and probe())
+
+
 class ModelNotFound(ValueError):
     """The weights asked for are not here and cannot be fetched."""
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` is float16 on accelerators and float32 on the CPU."""
+    """``auto``: float16 on accelerators; on the CPU bfloat16 where it has AMX, else float32.
+
+    AMX runs bfloat16 matrix products in hardware: SD-Turbo's UNet at 256 px takes
+    0.7 s instead of 1.7 s on a 2-core Sapphire Rapids, and four sessions batched
+    gain more (bench/README.md). Without AMX bfloat16 is emulated and slower.
+    """
     if name == "auto":
-        return torch.float32 if device.type == "cpu" else torch.float16
+        if device.type != "cpu":
+            return torch.float16
+        return torch.bfloat16 if cpu_has_amx() else torch.float32
     try:
         return DTYPES[name]
     except KeyError:

@@ -9,11 +9,17 @@ avoid it by packing each weight once; so does this, in eager mode, with the same
 oneDNN operators inductor uses (SD-Turbo at 256 px: UNet 2.2 s -> 1.6 s a pass,
 bench/README.md).
 
-The packed layout is chosen for the first input a convolution sees (the warm-up
-frame); it stays correct for any other input size. Outputs equal the plain
-convolution's. The price is memory: a packed copy of every convolution weight
-beside the original (which LoRA adapters and the state dict keep using). A
-convolution whose weight changes in place is packed again. If the operators are
+oneDNN picks the packed layout for the input's height and width, and a layout
+packed for one size is slow for another (SD-Turbo's UNet at 256 px with weights
+packed for 512 px: 2.4 s a pass instead of 1.6 s, no better than unpacked). So
+each convolution keeps one packing per input size, for the ``PACKED_SIZES`` sizes
+used last (the warm-up size and one more, typically); a batch size needs no
+packing of its own. Outputs equal the plain convolution's. The price is memory:
+a packed copy of every convolution weight per size kept, beside the original
+(which LoRA adapters and the state dict keep using). Sessions cycling through
+more sizes than that repack at each change, which costs about what the plain
+convolution's own reorder does. A convolution whose weight changes in place is
+packed again. If the operators are
 missing or fail (another PyTorch build), the plain convolution runs and the
 reason is logged once.
 """
@@ -21,6 +27,7 @@ reason is logged once.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -29,6 +36,9 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 _DTYPES = (torch.float32, torch.bfloat16)
+
+# Input sizes (height, width) each convolution keeps a packed weight for.
+PACKED_SIZES = 2
 
 
 def available() -> bool:
@@ -65,13 +75,14 @@ def prepack_convolutions(module: nn.Module) -> int:
 
 
 class PackedConvolution:
-    """A ``Conv2d``'s forward that packs its weight at the first CPU inference call."""
+    """A ``Conv2d``'s forward that packs its weight at the first CPU inference call of a size."""
 
     failed = False  # set on the class: once the operators fail, no convolution tries again
 
     def __init__(self, conv: nn.Conv2d) -> None:
         self.conv = conv
-        self.packed: torch.Tensor | None = None
+        # (height, width) -> the weight packed for inputs of that size, least recent first.
+        self.packed: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
         self._packed_from: tuple[int, int] | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,18 +101,28 @@ class PackedConvolution:
             conv.groups,
         )
         try:
-            weight = conv.weight
-            source = (weight.data_ptr(), weight._version)
-            if self.packed is None or self._packed_from != source:
-                self.packed = torch.ops.mkldnn._reorder_convolution_weight(
-                    weight, *args, list(x.shape)
-                )
-                self._packed_from = source
             output: torch.Tensor = torch.ops.mkldnn._convolution_pointwise(
-                x, self.packed, conv.bias, *args, "none", [], ""
+                x, self._packed_for(x, args), conv.bias, *args, "none", [], ""
             )
             return output
         except (RuntimeError, TypeError, AttributeError):
             PackedConvolution.failed = True
             log.warning("oneDNN weight packing failed; convolutions run unpacked", exc_info=True)
             return nn.Conv2d.forward(conv, x)
+
+    def _packed_for(self, x: torch.Tensor, args: tuple[Any, ...]) -> torch.Tensor:
+        weight = self.conv.weight
+        source = (weight.data_ptr(), weight._version)
+        if self._packed_from != source:  # a new or changed weight: every packing is stale
+            self.packed.clear()
+            self._packed_from = source
+        size = (x.shape[-2], x.shape[-1])
+        packed = self.packed.get(size)
+        if packed is None:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(weight, *args, list(x.shape))
+            self.packed[size] = packed
+            if len(self.packed) > PACKED_SIZES:
+                self.packed.popitem(last=False)
+        else:
+            self.packed.move_to_end(size)
+        return packed

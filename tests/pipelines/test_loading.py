@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipelines import PipelineOptions, create_pipeline
-from pipelines.loading import ModelNotFound
+from pipelines.loading import ModelNotFound, cpu_has_amx, resolve_dtype
 from tests.conftest import TinyModels
 
 
@@ -101,3 +102,15 @@ def test_our_kernels_package_is_not_taken_for_hugging_faces(tiny_models: TinyMod
     assert Path(kernels.__file__).parent.parent == Path(__file__).parent.parent.parent
     assert diffusers.utils.is_kernels_available() is False
     assert transformers.utils.is_kernels_available() is False
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads Linux's CPU flags")
+def test_auto_dtype_is_bfloat16_on_a_cpu_with_amx_and_float32_on_one_without() -> None:
+    flags = Path("/proc/cpuinfo").read_text().split()
+    assert cpu_has_amx() == ("amx_tile" in flags)
+    expected = torch.bfloat16 if "amx_tile" in flags else torch.float32
+    assert resolve_dtype("auto", torch.device("cpu")) == expected
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    assert resolve_dtype("float32", torch.device("cpu")) == torch.float32
+    with pytest.raises(ValueError, match="unknown dtype 'half'; use auto, float16"):
+        resolve_dtype("half", torch.device("cpu"))

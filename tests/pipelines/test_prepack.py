@@ -11,7 +11,7 @@ from torch import nn
 
 from pipelines import FrameRequest, PipelineOptions, create_pipeline
 from pipelines.diffusion import FewStepPipeline
-from pipelines.prepack import PackedConvolution, available, prepack_convolutions
+from pipelines.prepack import PACKED_SIZES, PackedConvolution, available, prepack_convolutions
 from stream.params import Params
 from tests.conftest import TinyModels
 
@@ -46,14 +46,37 @@ def test_a_packed_convolution_equals_the_plain_one_for_any_input_size(
     torch.manual_seed(0)
     conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=bias).eval()
     assert prepack_convolutions(conv) == 1
-    # Packed for the first input's size; a batch of another size and shape must agree too.
-    for shape in [(1, cin, 13, 17), (3, cin, 8, 6)]:
+    for shape in [(1, cin, 13, 17), (3, cin, 8, 6), (2, cin, 13, 17)]:
         x = torch.randn(shape).to(memory_format=memory_format)
         with torch.inference_mode():
             out = conv(x)
             expected = nn.Conv2d.forward(conv, x)
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    assert packed(conv).packed is not None
+    assert list(packed(conv).packed) == [(8, 6), (13, 17)]  # one packing per size, not per batch
+
+
+def test_packings_are_kept_for_the_sizes_used_last_and_evicted_ones_are_redone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reorder = torch.ops.mkldnn._reorder_convolution_weight
+    packed_sizes: list[tuple[int, int]] = []
+
+    def counting_reorder(*args: Any) -> torch.Tensor:
+        packed_sizes.append(tuple(args[-1][-2:]))
+        return reorder(*args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_convolution_weight", counting_reorder)
+    conv = nn.Conv2d(4, 6, 3, padding=1).eval()
+    prepack_convolutions(conv)
+    sizes = [(8 + i, 8) for i in range(PACKED_SIZES + 1)]
+    with torch.inference_mode():
+        for height, width in [*sizes, sizes[-1], sizes[0]]:
+            x = torch.randn(2, 4, height, width)
+            torch.testing.assert_close(conv(x), nn.Conv2d.forward(conv, x), rtol=1e-5, atol=1e-5)
+    # Each size packed at its first use; the first one again after the last evicted it.
+    assert packed_sizes == [*sizes, sizes[0]]
+    assert len(packed(conv).packed) == PACKED_SIZES
+    assert list(packed(conv).packed)[-2:] == [sizes[-1], sizes[0]]
 
 
 def test_a_weight_changed_in_place_is_packed_again() -> None:
@@ -88,10 +111,10 @@ def test_training_runs_the_plain_convolution() -> None:
     prepack_convolutions(conv)
     x = torch.randn(1, 3, 8, 8, requires_grad=True)
     conv(x).sum().backward()  # the packed operators have no gradient: the plain path ran
-    assert x.grad is not None and packed(conv).packed is None
+    assert x.grad is not None and not packed(conv).packed
     with torch.inference_mode():
         conv(x.detach())
-    assert packed(conv).packed is not None
+    assert list(packed(conv).packed) == [(8, 8)]
 
 
 def test_if_the_operators_fail_the_plain_convolution_runs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,6 +154,6 @@ def test_a_pipeline_on_the_cpu_packs_its_unet_and_vae_and_makes_the_same_frames(
         for m in (*packed_pipeline.unet.modules(), *packed_pipeline.vae.modules())
         if isinstance(m, nn.Conv2d)
     ]
-    assert convolutions and all(packed(c).packed is not None for c in convolutions)
+    assert convolutions and all(packed(c).packed for c in convolutions)
     assert not any("forward" in m.__dict__ for m in plain.unet.modules())
     assert np.abs(made.astype(int) - frame(plain, "a lighthouse")).max() <= 1
