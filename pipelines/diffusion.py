@@ -44,7 +44,7 @@ from pipelines.loading import (
     resolve_dtype,
     resolve_model,
 )
-from pipelines.prepack import prepack_convolutions
+from pipelines.prepack import prepack_weights
 from pipelines.prompts import PromptEmbedding, PromptEncoder
 from pipelines.samplers import SAMPLERS, FewStepSampler
 from stream.params import Params
@@ -114,8 +114,9 @@ class FewStepPipeline(Pipeline):
             self.vae.enable_slicing()
         for name, path in options.loras.items():
             self.add_lora(name, path)
-        if not options.compile:  # compiling on the CPU packs the weights itself (warmup)
-            self._prepack_weights()
+        # Compiling on the CPU packs the UNet's weights itself (at warm-up).
+        unet = [] if options.compile else [self.unet]
+        self._prepack_weights(*unet, self.vae, *self.prompts.text_encoders)
 
     # Loading.
 
@@ -209,15 +210,15 @@ class FewStepPipeline(Pipeline):
             except Exception:
                 log.warning("torch.compile failed; the UNet runs eagerly", exc_info=True)
                 self._unet_forward = self.unet
-                self._prepack_weights()
+                self._prepack_weights(self.unet)
         self._warm()
         for stats in self.cache_stats().values():
             stats.hits = stats.misses = 0
 
-    def _prepack_weights(self) -> None:
+    def _prepack_weights(self, *modules: torch.nn.Module) -> None:
         if self.options.prepack_weights and self.device.type == "cpu":
-            packed = prepack_convolutions(self.unet) + prepack_convolutions(self.vae)
-            log.info("%d convolutions pack their weights once for oneDNN", packed)
+            packed = sum(prepack_weights(module) for module in modules)
+            log.info("%d layers pack their weights once for oneDNN", packed)
 
     def _warm(self) -> None:
         size = self.default_params
