@@ -51,7 +51,7 @@ SEED = 0
 SIZE_PX = 256
 FRAMES = 8
 WARMUP_FRAMES = 2
-ROUNDS = 4
+ROUNDS = 8  # the rounds of a 2-core VM vary by 10-20%: 4 gave medians 5% apart for equal work
 SESSION_COUNTS = (1, 2, 4)
 # livegen: ``steps`` counts the UNet passes run, from strength * T down (t=499).
 # diffusers img2img runs int(num_inference_steps * strength) passes of a trailing

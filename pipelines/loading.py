@@ -40,9 +40,9 @@ class ModelNotFound(ValueError):
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """``auto``: float16 on accelerators; on the CPU bfloat16 where it has AMX, else float32.
 
-    AMX runs bfloat16 matrix products in hardware: SD-Turbo's UNet at 256 px takes
-    0.7 s instead of 1.7 s on a 2-core Sapphire Rapids, and four sessions batched
-    gain more (bench/README.md). Without AMX bfloat16 is emulated and slower.
+    AMX runs bfloat16 matrix products in hardware: an SD-Turbo frame at 256 px takes
+    less than half the time it takes in float32 on a 2-core Sapphire Rapids
+    (bench/README.md). Without AMX, bfloat16 arithmetic is emulated and slower.
     """
     if name == "auto":
         if device.type != "cpu":
