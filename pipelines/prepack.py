@@ -1,29 +1,29 @@
 """Convolution and linear weights reordered once for oneDNN, on the CPU.
 
-PyTorch's CPU convolution and bfloat16 matrix product hand oneDNN the weight in
-PyTorch's plain layout, and oneDNN reorders it into its blocked layout on every
-call. For the UNet's deep, low-resolution layers that reorder costs more than the
-arithmetic: a 1280-channel 3x3 weight is 59 MB of float32 copied per call, and
-SD 2's UNet holds 2.1 GiB of convolution weights, all copied every pass.
-Inductor's freezing and Intel's IPEX avoid it by packing each weight once; so
-does this, in eager mode, with the same oneDNN operators inductor uses, for the
-UNet, the autoencoder and the text encoders (SD-Turbo at 256 px: UNet 2.2 s ->
-1.6 s a pass in float32, bench/README.md; a 1280 -> 5120 linear layer on 64
-tokens 4.9 -> 1.6 ms in bfloat16).
+PyTorch's CPU convolutions and matrix products take the weight in PyTorch's plain
+layout, and the kernel reorders it into its own blocked layout on every call. For
+the UNet's deep, low-resolution layers that reorder costs more than the arithmetic:
+a 1280-channel 3x3 weight is 59 MB of float32 copied per call, and SD 2's UNet holds
+2.1 GiB of convolution weights, all copied every pass. Inductor's freezing and
+Intel's IPEX avoid it by packing each weight once; so does this, in eager mode, with
+the same oneDNN operators inductor uses, for the UNet, the autoencoder and the text
+encoders (SD-Turbo at 256 px: UNet 2.2 s -> 1.6 s a pass in float32,
+bench/README.md; a 1280 -> 5120 linear layer on 64 tokens 4.9 -> 1.6 ms in
+bfloat16).
 
 oneDNN picks the packed layout for the input's shape, and a layout packed for one
-size is slow for another (SD-Turbo's UNet at 256 px with weights packed for
-512 px: 2.4 s a pass instead of 1.6 s, no better than unpacked). So each layer
-keeps one packing per input size (a convolution's height and width, a linear
-layer's token count), for the ``PACKED_SIZES`` sizes used last (the warm-up size
-and one more, typically); the batch size needs no packing of its own (a batch of
-4 runs as fast on weights packed for 1). Outputs equal the plain layer's. The
-price is memory: a packed copy of every weight per size kept, beside the
-original (which LoRA adapters and the state dict keep using). Sessions cycling
-through more sizes than that repack at each change, which costs about what the
-plain layer's own reorder does. A layer whose weight changes in place is packed
-again. If the operators are missing or fail (another PyTorch build), the plain
-layers run and the reason is logged once.
+size is slow for another (SD-Turbo's UNet at 256 px with weights packed for 512 px:
+2.4 s a pass instead of 1.6 s, no better than unpacked). So each layer keeps one
+packing per input size (a convolution's height and width, a linear layer's token
+count), for the ``PACKED_SIZES`` sizes used last (the warm-up size and one more,
+typically); the batch size needs no packing of its own (a batch of 4 runs as fast on
+weights packed for 1). Outputs equal the plain layer's in float32; in bfloat16 the
+two kernels round differently. The price is memory: a packed copy of every weight
+per size kept, beside the original (which LoRA adapters and the state dict keep
+using). Sessions cycling through more sizes than that repack at each change, which
+costs about what the plain layer's own reorder does. A layer whose weight changes in
+place is packed again. If the operators are missing or fail (another PyTorch build),
+the plain layers run and the reason is logged once.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class PackedWeight(ABC):
             PackedWeight.failed
             or x.device.type != "cpu"
             or x.dtype != weight.dtype
-            or x.dim() < 2
+            or not self.fits(x)
             or torch.is_grad_enabled()
         ):
             return self.plain(x)
@@ -131,6 +131,10 @@ class PackedWeight(ABC):
         return packed
 
     @abstractmethod
+    def fits(self, x: torch.Tensor) -> bool:
+        """Whether the packed operator takes ``x`` (else the plain forward runs)."""
+
+    @abstractmethod
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         """The layer's own forward."""
 
@@ -154,6 +158,9 @@ class PackedConvolution(PackedWeight):
         conv = self.layer
         return (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
 
+    def fits(self, x: torch.Tensor) -> bool:
+        return x.dim() == 4  # batched; an unbatched image goes the plain way
+
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         return nn.Conv2d.forward(self.layer, x)
 
@@ -175,6 +182,9 @@ class PackedConvolution(PackedWeight):
 
 class PackedLinear(PackedWeight):
     layer: nn.Linear
+
+    def fits(self, x: torch.Tensor) -> bool:
+        return x.dim() >= 2
 
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         return nn.Linear.forward(self.layer, x)

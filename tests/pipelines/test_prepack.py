@@ -53,6 +53,10 @@ def test_a_packed_convolution_equals_the_plain_one_for_any_input_size(
             expected = nn.Conv2d.forward(conv, x)
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     assert list(packed(conv).packed) == [(8, 6), (13, 17)]  # one packing per size, not per batch
+    with torch.inference_mode():  # an unbatched image takes the plain path, packings kept
+        x = torch.randn(cin, 9, 9)
+        torch.testing.assert_close(conv(x), nn.Conv2d.forward(conv, x), rtol=1e-5, atol=1e-5)
+    assert list(packed(conv).packed) == [(8, 6), (13, 17)] and not PackedWeight.failed
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -69,6 +73,7 @@ def test_a_packed_linear_layer_equals_the_plain_one_for_any_input_shape(
         torch.randn(2, 7, 48)[..., ::2],  # a strided view
         torch.randn(4, 77, 24),  # a batch of the first shape: no new packing
         torch.randn(5, 24),  # one vector a sample, as the time embedding
+        torch.randn(24),  # a single vector: the plain path
     ]
     with torch.inference_mode():
         for x in inputs:
