@@ -33,7 +33,7 @@ class PipelineOptions:
     loras: Mapping[str, str] = field(default_factory=dict)
     # NHWC convolutions: 1.4x faster TAESD on the CPU (bench), the layout GPUs prefer too.
     channels_last: bool = True
-    # CPU: convolution weights reordered for oneDNN once, not on every call (prepack.py).
+    # CPU: convolution and linear weights reordered for oneDNN once per input size (prepack.py).
     prepack_weights: bool = True
     compile: bool = False
     prompt_cache_size: int = 256

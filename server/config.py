@@ -33,14 +33,20 @@ class ServerConfig:
     pipeline: str = _option("pipeline to serve (see pipelines/registry.py)", "passthrough")
     model: str | None = _option("local folder or hub id of the model weights")
     device: str = _option("torch device: auto, cuda, cuda:1, mps or cpu", "auto")
-    dtype: str = _option("torch dtype: auto, float16, bfloat16 or float32", "auto")
+    dtype: str = _option(
+        "torch dtype: auto (float16 on a GPU, bfloat16 on a CPU with AMX, else float32), "
+        "float16, bfloat16 or float32",
+        "auto",
+    )
     tiny_vae: str | None = _option(
         "folder or hub id of a tiny autoencoder (TAESD) to decode and encode with"
     )
     lora: str = _option("LoRA adapters sessions may pick: NAME=FILE.safetensors,...", "")
     channels_last: bool = _option("run the UNet and VAE in channels-last memory format", True)
     prepack_weights: bool = _option(
-        "CPU: reorder convolution weights for oneDNN once instead of on every call", True
+        "CPU: reorder convolution and linear weights for oneDNN once per input size, not on "
+        "every call",
+        True,
     )
     compile: bool = _option("torch.compile the UNet (worth it on CUDA; slow to warm up)", False)
     prompt_cache_size: int = _option("prompt embeddings kept, shared by all sessions", 256)
