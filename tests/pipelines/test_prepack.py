@@ -69,9 +69,9 @@ def test_a_packed_linear_layer_equals_the_plain_one_for_any_input_shape(
     assert prepack_weights(linear) == 1
     inputs = [
         torch.randn(1, 77, 24),  # a prompt's tokens
+        torch.randn(4, 77, 24),  # a batch of them: no new packing
         torch.randn(3, 16, 24),  # a batch of image tokens
         torch.randn(2, 7, 48)[..., ::2],  # a strided view
-        torch.randn(4, 77, 24),  # a batch of the first shape: no new packing
         torch.randn(5, 24),  # one vector a sample, as the time embedding
         torch.randn(24),  # a single vector: the plain path
     ]
@@ -81,7 +81,7 @@ def test_a_packed_linear_layer_equals_the_plain_one_for_any_input_shape(
             tolerance = 1e-5 if dtype == torch.float32 else 1e-2
             expected = nn.Linear.forward(linear, x)
             torch.testing.assert_close(linear(x), expected, rtol=tolerance, atol=tolerance)
-    assert list(packed(linear).packed) == [(77,), ()]  # the last two token counts
+    assert list(packed(linear).packed) == [(7,), ()]  # the last two token counts
 
 
 def test_packings_are_kept_for_the_sizes_used_last_and_evicted_ones_are_redone(
