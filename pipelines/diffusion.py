@@ -525,6 +525,9 @@ def load_components(options: PipelineOptions) -> Components:
     index = read_model_index(folder)
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)
+    log.info(
+        "weights in %s on %s (--dtype %s)", str(dtype).removeprefix("torch."), device, options.dtype
+    )
     unet: Any = load_component(UNet2DConditionModel, folder, "unet", torch_dtype=dtype)
     tokenizers: list[Any] = [load_component(CLIPTokenizer, folder, "tokenizer")]
     encoders: list[Any] = [load_component(CLIPTextModel, folder, "text_encoder", torch_dtype=dtype)]

@@ -92,6 +92,15 @@ def test_loading_logs_each_component_with_its_time(
     ]
 
 
+def test_loading_says_which_dtype_auto_chose(
+    tiny_models: TinyModels, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="pipelines.diffusion"):
+        create_pipeline("sd-turbo", PipelineOptions(model=str(tiny_models.sd_turbo), device="cpu"))
+    chosen = str(resolve_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
+    assert f"weights in {chosen} on cpu (--dtype auto)" in caplog.messages
+
+
 def test_our_kernels_package_is_not_taken_for_hugging_faces(tiny_models: TinyModels) -> None:
     # diffusers and transformers probe for an optional package also named ``kernels``.
     import diffusers.utils
