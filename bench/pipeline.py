@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -170,13 +171,18 @@ def parameter_count(module: torch.nn.Module) -> int:
 
 @dataclass
 class StageTimer:
-    """Seconds spent inside each named module's forward, by forward hooks."""
+    """Seconds spent inside each named module's forward, by forward hooks.
+
+    A batch's lanes (pipelines/lanes.py) run modules at once on several threads:
+    each thread's time counts, so stages can add up to more than the wall time.
+    """
 
     modules: Mapping[str, torch.nn.Module]
     # On a GPU, wait for the queued kernels at each edge, or the time lands elsewhere.
     device: torch.device = torch.device("cpu")
     seconds: dict[str, float] = field(default_factory=dict)
-    _started: dict[str, float] = field(default_factory=dict)
+    _started: dict[tuple[str, int], float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextlib.contextmanager
     def active(self) -> Iterator[dict[str, float]]:
@@ -195,14 +201,16 @@ class StageTimer:
     def _pre(self, name: str) -> Callable[..., None]:
         def hook(*_: Any) -> None:
             self._sync()
-            self._started[name] = time.perf_counter()
+            self._started[name, threading.get_ident()] = time.perf_counter()
 
         return hook
 
     def _post(self, name: str) -> Callable[..., None]:
         def hook(*_: Any) -> None:
             self._sync()
-            self.seconds[name] += time.perf_counter() - self._started.pop(name)
+            elapsed = time.perf_counter() - self._started.pop((name, threading.get_ident()))
+            with self._lock:
+                self.seconds[name] += elapsed
 
         return hook
 
@@ -755,6 +763,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--compile", action="store_true", help="livegen's --compile (torch.compile of the UNet)"
     )
     parser.add_argument(
+        "--cpu-lanes",
+        type=int,
+        default=PipelineOptions.cpu_lanes,
+        help="livegen's --cpu-lanes (1: a batch in one call, as before lanes)",
+    )
+    parser.add_argument(
         "--models-dir",
         type=Path,
         default=DEFAULT_MODELS_DIR,
@@ -805,6 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             dtype=args.dtype,
             compile=args.compile,
+            cpu_lanes=args.cpu_lanes,
         ),
     )
     livegen.warmup()  # as the server does before it listens: compiles with --compile
@@ -846,7 +861,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sessions": list(SESSION_COUNTS),
             "livegen": {
                 "load": 'create_pipeline("sd-turbo", PipelineOptions(model, tiny_vae, '
-                f'device="{args.device}", compile={args.compile}))',
+                f'device="{args.device}", compile={args.compile}, cpu_lanes={args.cpu_lanes}))',
+                "lanes": livegen.lanes.count,
                 "params": {
                     "steps": base.steps,
                     "strength": base.strength,

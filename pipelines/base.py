@@ -36,6 +36,8 @@ class PipelineOptions:
     # CPU: convolution and linear weights reordered for oneDNN once per input size (prepack.py).
     prepack_weights: bool = True
     compile: bool = False
+    # CPU: a batch runs as this many lanes at once, each on its share of the threads (lanes.py).
+    cpu_lanes: int = 2
     prompt_cache_size: int = 256
 
 

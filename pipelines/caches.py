@@ -6,6 +6,7 @@ exports them as metrics, so skipped work shows up where operators look.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,10 @@ class CacheStats:
 
 
 class LruCache(Generic[K, V]):
-    """At most ``max_entries`` values; the least recently used goes first."""
+    """At most ``max_entries`` values; the least recently used goes first.
+
+    Safe to share between threads (a batch's lanes look up prompts at once).
+    """
 
     def __init__(self, max_entries: int) -> None:
         if max_entries < 1:
@@ -30,26 +34,28 @@ class LruCache(Generic[K, V]):
         self.max_entries = max_entries
         self.stats = CacheStats()
         self._entries: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get_many(self, keys: Sequence[K], compute: Callable[[list[K]], list[V]]) -> list[V]:
         """The value of every key, computing all the missing ones in one call."""
-        missing = list(dict.fromkeys(key for key in keys if key not in self._entries))
-        # A key asked for twice in one call is computed once: one miss, then a hit.
-        self.stats.misses += len(missing)
-        self.stats.hits += len(keys) - len(missing)
-        found = dict(zip(missing, compute(missing), strict=True)) if missing else {}
-        values = []
-        for key in keys:
-            if key in found:
-                value = found[key]
-                self._entries[key] = value
-            else:
-                value = self._entries[key]
-            self._entries.move_to_end(key)
-            values.append(value)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-        return values
+        with self._lock:
+            missing = list(dict.fromkeys(key for key in keys if key not in self._entries))
+            # A key asked for twice in one call is computed once: one miss, then a hit.
+            self.stats.misses += len(missing)
+            self.stats.hits += len(keys) - len(missing)
+            found = dict(zip(missing, compute(missing), strict=True)) if missing else {}
+            values = []
+            for key in keys:
+                if key in found:
+                    value = found[key]
+                    self._entries[key] = value
+                else:
+                    value = self._entries[key]
+                self._entries.move_to_end(key)
+                values.append(value)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+            return values

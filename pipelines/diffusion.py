@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from pipelines.base import FrameRequest, Pipeline, PipelineOptions, resolve_device
 from pipelines.caches import CacheStats
+from pipelines.lanes import Lanes
 from pipelines.loading import (
     ModelNotFound,
     load_component,
@@ -112,6 +113,9 @@ class FewStepPipeline(Pipeline):
             # A batch's full-resolution activations overflow a CPU's caches: the
             # autoencoder is faster one image at a time there (bench/README.md).
             self.vae.enable_slicing()
+        # A compiled UNet is warmed up for whole batches, on one thread.
+        cpu_eager = self.device.type == "cpu" and not options.compile
+        self.lanes = Lanes(options.cpu_lanes if cpu_eager else 1)
         for name, path in options.loras.items():
             self.add_lora(name, path)
         # Compiling on the CPU packs the UNet's weights itself (at warm-up).
@@ -284,21 +288,18 @@ class FewStepPipeline(Pipeline):
         )
         timesteps = self.sampler.timesteps(strengths, steps)  # (steps, B)
         noisy = self.sampler.add_noise(latents, noise[:, 0], timesteps[0])
-        sample = torch.where(text_only[:, None, None, None], noise[:, 0], noisy)
-        for k in range(steps):
-            model_output = self.predict_noise(sample, timesteps[k], embeddings, requests)
-            last = k == steps - 1
-            sample = self.sampler.step(
-                first.scheduler,
-                sample,
-                model_output,
-                timesteps[k],
-                None if last else timesteps[k + 1],
-                noise[:, 0] if last else noise[:, k + 1],
-            )
+        start = torch.where(text_only[:, None, None, None], noise[:, 0], noisy)
 
-        # 6. Decode and convert to (H, W, 3) uint8.
-        decoded = self._decode(sample)
+        # 6. Denoise and decode, in lanes on a CPU, to (H, W, 3) uint8.
+        def denoise_and_decode(part: slice) -> tuple[torch.Tensor, np.ndarray]:
+            sample = self._denoise(
+                start[part], timesteps[:, part], noise[part], embeddings[part], requests[part]
+            )
+            return sample, self._decode(sample)
+
+        lanes = self.lanes.map(denoise_and_decode, len(requests))
+        sample = torch.cat([lane_sample for lane_sample, _ in lanes])
+        decoded = np.concatenate([lane_pixels for _, lane_pixels in lanes])
 
         # 7. Remember what each frame was made from, for the caches. Frames are
         # copied out of the batch so that a session holds only its own.
@@ -310,6 +311,30 @@ class FewStepPipeline(Pipeline):
             state.output = frames[index]
             state.output_latent = sample[index].clone()
         return frames
+
+    def _denoise(
+        self,
+        sample: torch.Tensor,
+        timesteps: torch.Tensor,
+        noise: torch.Tensor,
+        embeddings: Sequence[PromptEmbedding],
+        requests: Sequence[FrameRequest],
+    ) -> torch.Tensor:
+        """``steps`` UNet passes from ``sample``: (B, C, h, w) float32, timesteps (steps, B)."""
+        steps = len(timesteps)
+        scheduler = requests[0].params.scheduler
+        for k in range(steps):
+            model_output = self.predict_noise(sample, timesteps[k], embeddings, requests)
+            last = k == steps - 1
+            sample = self.sampler.step(
+                scheduler,
+                sample,
+                model_output,
+                timesteps[k],
+                None if last else timesteps[k + 1],
+                noise[:, 0] if last else noise[:, k + 1],
+            )
+        return sample
 
     # Family hooks.
 
@@ -387,7 +412,8 @@ class FewStepPipeline(Pipeline):
         if changed:
             inputs = [image for i, image in enumerate(pixels) if i in changed and image is not None]
             batch = torch.stack([_to_model_input(image, size) for image in inputs])
-            encoded = self._encode(batch.to(self.dtype, memory_format=self.memory_format))
+            batch = batch.to(self.dtype, memory_format=self.memory_format)
+            encoded = torch.cat(self.lanes.map(lambda part: self._encode(batch[part]), len(batch)))
             for index, latent in zip(changed, encoded, strict=True):
                 requests[index].state.input_latent = latent
         latents = []

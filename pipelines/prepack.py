@@ -29,6 +29,7 @@ the plain layers run and the reason is logged once.
 from __future__ import annotations
 
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -95,6 +96,7 @@ class PackedWeight(ABC):
         # size -> the weight packed for inputs of that size, least recent first.
         self.packed: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
         self._packed_from: tuple[int, int] | None = None
+        self._lock = threading.Lock()  # a batch's lanes (lanes.py) run the layer at once
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.layer.weight
@@ -116,19 +118,20 @@ class PackedWeight(ABC):
     def _packed_for(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.layer.weight
         source = (weight.data_ptr(), weight._version)
-        if self._packed_from != source:  # a new or changed weight: every packing is stale
-            self.packed.clear()
-            self._packed_from = source
         size = self.size(x)
-        packed = self.packed.get(size)
-        if packed is None:
-            packed = self.pack(x)
-            self.packed[size] = packed
-            if len(self.packed) > PACKED_SIZES:
-                self.packed.popitem(last=False)
-        else:
-            self.packed.move_to_end(size)
-        return packed
+        with self._lock:
+            if self._packed_from != source:  # a new or changed weight: every packing is stale
+                self.packed.clear()
+                self._packed_from = source
+            packed = self.packed.get(size)
+            if packed is None:
+                packed = self.pack(x)
+                self.packed[size] = packed
+                if len(self.packed) > PACKED_SIZES:
+                    self.packed.popitem(last=False)
+            else:
+                self.packed.move_to_end(size)
+            return packed
 
     @abstractmethod
     def fits(self, x: torch.Tensor) -> bool:

@@ -49,6 +49,11 @@ class ServerConfig:
         True,
     )
     compile: bool = _option("torch.compile the UNet (worth it on CUDA; slow to warm up)", False)
+    cpu_lanes: int = _option(
+        "CPU: run a batch as this many lanes at once, each on its share of the threads "
+        "(1: one call for the whole batch)",
+        2,
+    )
     prompt_cache_size: int = _option("prompt embeddings kept, shared by all sessions", 256)
     ice_servers: str = _option(
         'STUN/TURN servers for WebRTC, JSON: [{"urls": "turn:host", "username": ..., '
@@ -115,6 +120,8 @@ class ServerConfig:
             raise ValueError(f"--webrtc-codec must be one of {', '.join(CODECS)}")
         if self.fal_auth not in ("auto", "on", "off"):
             raise ValueError("--fal-auth must be auto, on or off")
+        if self.cpu_lanes < 1:
+            raise ValueError(f"--cpu-lanes must be at least 1, got {self.cpu_lanes}")
         if (self.tls_cert is None) is not (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
 
@@ -138,6 +145,7 @@ class ServerConfig:
             channels_last=self.channels_last,
             prepack_weights=self.prepack_weights,
             compile=self.compile,
+            cpu_lanes=self.cpu_lanes,
             prompt_cache_size=self.prompt_cache_size,
         )
 

@@ -236,9 +236,14 @@ def assert_batch_matches_alone(pipeline: FewStepPipeline, requests: list[FrameRe
     keys = {pipeline.batch_key(request) for request in requests}
     assert len(keys) == 1, "the requests must be able to share one call"
     batched = pipeline(requests)
+    # On the CPU a batch runs in lanes, each on fewer threads (pipelines/lanes.py), and
+    # some kernels (channels-last GroupNorm) then sum in another order: a level at most
+    # in float32, a few in bfloat16 (8 bits of mantissa).
+    max_levels, mean_levels = (12, 1.5) if pipeline.dtype == torch.bfloat16 else (2, 0.1)
     for request, frame in zip(requests, batched, strict=True):
-        single = alone(pipeline, request.params, request.image)
-        assert np.abs(frame.astype(int) - single).max() <= 2
+        difference = np.abs(frame.astype(int) - alone(pipeline, request.params, request.image))
+        assert difference.max() <= max_levels, difference.max()
+        assert difference.mean() < mean_levels, difference.mean()
 
 
 @pytest.mark.parametrize("family", ["sd_turbo", "sdxl_turbo", "lcm"])
@@ -255,7 +260,8 @@ def test_a_batch_of_sessions_equals_each_request_run_alone(
     ]
     with calls(pipeline.unet) as unet_calls:
         assert_batch_matches_alone(pipeline, requests)
-    assert unet_calls[0] == 2 + 2 * len(requests)  # one batched call per step, then each alone
+    # One batched call per step and lane, then two for each request alone.
+    assert unet_calls[0] == 2 * pipeline.lanes.count + 2 * len(requests)
 
 
 def test_a_guided_batch_equals_each_request_run_alone(lcm_lora: FewStepPipeline) -> None:

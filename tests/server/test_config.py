@@ -46,3 +46,15 @@ def test_limits_come_from_the_configuration():
     assert config.limits.max_image_pixels == 1000
     assert config.limits.messages_per_s == 5.0
     assert parse([], {"LIVEGEN_MESSAGE_BURST": "7"}).limits.message_burst == 7
+
+
+def test_pipeline_options_come_from_the_configuration():
+    options = parse(["--cpu-lanes", "1", "--prepack-weights=false"], {}).pipeline_options
+
+    assert (options.cpu_lanes, options.prepack_weights) == (1, False)
+    assert parse([], {"LIVEGEN_CPU_LANES": "3"}).pipeline_options.cpu_lanes == 3
+
+
+def test_fewer_than_one_cpu_lane_is_refused():
+    with pytest.raises(ValueError, match="--cpu-lanes must be at least 1, got 0"):
+        parse(["--cpu-lanes", "0"], {})
