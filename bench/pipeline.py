@@ -52,7 +52,7 @@ SEED = 0
 SIZE_PX = 256
 FRAMES = 8
 WARMUP_FRAMES = 2
-ROUNDS = 8  # the rounds of a 2-core VM vary by 10-20%: 4 gave medians 5% apart for equal work
+ROUNDS = 16  # this VM's speed swings 2x within a minute: more rounds, a steadier median
 SESSION_COUNTS = (1, 2, 4)
 # livegen: ``steps`` counts the UNet passes run, from strength * T down (t=499).
 # diffusers img2img runs int(num_inference_steps * strength) passes of a trailing
@@ -765,7 +765,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--cpu-lanes",
         type=int,
-        default=PipelineOptions.cpu_lanes,
+        default=PipelineOptions().cpu_lanes,
         help="livegen's --cpu-lanes (1: a batch in one call, as before lanes)",
     )
     parser.add_argument(

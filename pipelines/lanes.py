@@ -2,13 +2,16 @@
 
 One frame's operators use a CPU's cores poorly: the tiny autoencoder decodes a
 256 px frame in 143 ms on one thread and in 91 ms on two, not 72. Two frames side
-by side, one thread each, make better use of the same two cores (77 ms a frame),
-and the UNet gains the same way on top of what batching saves it (SD-Turbo at
-256 px, bfloat16, ms a frame: four one by one 569, a batch of four 486, two lanes
-of two 425; bench/README.md). So on the CPU a batch of several sessions' requests
-is cut into lanes, each run by a thread of its own with ``threads // lanes``
-intra-op threads; a lone request keeps every thread on the calling thread, so a
-single session's latency does not change.
+by side, one thread each, make better use of the same two cores (77 ms a frame).
+So on the CPU a batch of several sessions' requests is cut into lanes, each run by
+a thread of its own with ``threads // lanes`` intra-op threads; a lone request
+keeps every thread on the calling thread, so a single session's latency does not
+change. SD-Turbo at 256 px, 4 sessions, bfloat16 on 2 cores: two lanes of two
+frames beat one call of four by 1.07x (bench/README.md).
+
+Some kernels (channels-last GroupNorm) sum in an order that depends on the thread
+count, so a frame made in a lane can differ from the same frame made alone: by a
+level of 255 at most in float32, a few in bfloat16.
 
 PyTorch's intra-op thread count is per thread (OpenMP's), but a thread that has
 not run an operator yet takes it from a process-wide default, which
