@@ -16,6 +16,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from pipelines import Pipeline, create_pipeline
+from server.auth import AuthGate
 from server.config import ServerConfig
 from server.connection import Connection
 from server.fal import FalConnection, FalGate, is_fal_request
@@ -40,7 +41,8 @@ AnyConnection = Connection | FalConnection
 class LivegenServer:
     def __init__(self, config: ServerConfig, pipeline: Pipeline | None = None) -> None:
         self.config = config
-        self.fal = FalGate.from_config(config)
+        self.auth = AuthGate.from_config(config)
+        self.fal = FalGate.from_config(config, self.auth)
         self.sessions = SessionRegistry(
             grace_s=config.session_grace_s, max_sessions=config.max_sessions
         )
@@ -82,6 +84,7 @@ class LivegenServer:
             is_draining=lambda: self.draining,
             render_metrics=self.metrics.render,
             allowed_origins=self.config.origins,
+            auth=self.auth,
             fal=self.fal,
         )
         self._listener = await serve(

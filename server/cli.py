@@ -13,7 +13,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 from server.app import LivegenServer
-from server.config import ServerConfig, add_arguments
+from server.config import ServerConfig, add_arguments, is_loopback
 from server.http import WEBSOCKET_PATH
 from server.tokens import add_token_command, token_command
 
@@ -90,8 +90,13 @@ async def serve(server: LivegenServer) -> int:
         f"(WebSocket ws{secure}://{host}:{server.port}{WEBSOCKET_PATH}); Ctrl-C stops",
         flush=True,
     )
-    if config.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("bound to %s: anyone who can reach it can use it (no auth yet)", config.host)
+    if config.auth_enabled:
+        log.info(
+            "auth is on: clients need an API key or a token (livegen token --app livegen); "
+            "open the pages with ?token=..."
+        )
+    elif not is_loopback(config.host):
+        log.warning("bound to %s with --auth off: anyone who can reach it can use it", config.host)
     await server.wait_stopped()
     return 1 if server.warmup_error is not None else 0
 

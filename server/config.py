@@ -7,6 +7,7 @@ configuration is printed once at start.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import ssl
 from collections.abc import Mapping
@@ -96,8 +97,9 @@ class ServerConfig:
         "(owner/alias, a deeper path, or a bare alias), or * for any",
         "*",
     )
-    fal_auth: str = _option(
-        "auth on fal routes: auto (on unless bound to loopback without --api-keys), on or off",
+    auth: str = _option(
+        "auth on every WebSocket route (/ws and fal's): auto (on unless bound to loopback "
+        "without --api-keys), on or off",
         "auto",
     )
     api_keys: str = _option(
@@ -118,12 +120,30 @@ class ServerConfig:
         parse_ice_servers(self.ice_servers)
         if self.webrtc_codec not in CODECS:
             raise ValueError(f"--webrtc-codec must be one of {', '.join(CODECS)}")
-        if self.fal_auth not in ("auto", "on", "off"):
-            raise ValueError("--fal-auth must be auto, on or off")
+        if self.auth not in ("auto", "on", "off"):
+            raise ValueError("--auth must be auto, on or off")
+        if self.auth_enabled and not self.api_key_list:
+            reason = "--auth on" if self.auth == "on" else f"--host {self.host} is not loopback"
+            raise ValueError(
+                f"auth is on ({reason}) but no --api-keys are set, so no client could "
+                "connect: set LIVEGEN_API_KEYS and give clients tokens (livegen token), "
+                "or pass --auth off on a network you trust"
+            )
         if self.cpu_lanes < 1:
             raise ValueError(f"--cpu-lanes must be at least 1, got {self.cpu_lanes}")
         if (self.tls_cert is None) is not (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether WebSocket clients need a key or token (server/auth.py)."""
+        if self.auth == "auto":
+            return bool(self.api_key_list) or not is_loopback(self.host)
+        return self.auth == "on"
 
     @property
     def limits(self) -> Limits:
@@ -189,6 +209,15 @@ class ServerConfig:
             return value
 
         return "\n".join(f"  {f.name:<18} {shown(f.name)}" for f in fields(self))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_loras(value: str) -> dict[str, str]:

@@ -3,8 +3,8 @@
 :class:`FalGate` answers at the handshake, before any WebSocket exists: is the
 path a fal route this server serves, is ``max_buffering`` valid, and does the
 client hold an API key (``Authorization: Key``) or a current token for this
-app (``fal_jwt_token``)? A refusal is a plain HTTP 400/401/403/404, which is
-all a WebSocket client can see. It also mints tokens at ``POST /tokens/``.
+app (``fal_jwt_token``; server/auth.py checks)? A refusal is a plain HTTP
+400/401/403/404, which is all a WebSocket client can see.
 
 :class:`FalConnection` is one accepted fal connection, and one livegen session
 made with the server's own session machinery and inference worker. Each fal
@@ -17,24 +17,22 @@ oldest input.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
-import json
 import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
+from server.auth import AuthGate, text_response
 from server.config import ServerConfig
-from server.http import WEBSOCKET_PATH, response
-from server.tokens import DEFAULT_TTL_S, TokenError, TokenScopeError, TokenVerifier, mint_token
+from server.http import WEBSOCKET_PATH
 from server.transport import Transport
 from stream.codec import decode_server_message
 from stream.errors import CloseCode, InvalidField, InvalidParams, ProtocolError
@@ -60,10 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TOKEN_PATHS = ("/tokens", "/tokens/")
-# What POST /tokens/ answers while auth is off and there are no keys to sign with.
-AUTH_OFF_TOKEN = "livegen-auth-off"
-
 
 def is_fal_request(websocket: ServerConnection) -> bool:
     """True for a connection the gate let in on a fal route (every other one is /ws)."""
@@ -71,48 +65,22 @@ def is_fal_request(websocket: ServerConnection) -> bool:
     return request is not None and urlsplit(request.path).path != WEBSOCKET_PATH
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class FalGate:
-    """Who may open which fal route, decided at the handshake; and the token endpoint.
+    """Which fal routes this server serves and with what query, decided at the handshake.
 
-    ``apps`` lists the app ids served (``*`` for any). With ``auth`` off every
-    client may connect (the default only on loopback, without API keys); with
-    it on, a client needs an API key or a token signed by one, scoped to the app.
+    ``apps`` lists the app ids served (``*`` for any); who may open one is the
+    :class:`~server.auth.AuthGate`'s to say, for the route's app.
     """
 
-    def __init__(
-        self,
-        apps: Sequence[str],
-        verifier: TokenVerifier,
-        *,
-        auth: bool,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, apps: Sequence[str], auth: AuthGate) -> None:
         self.apps = tuple(apps)
-        self.verifier = verifier
         self.auth = auth
-        self._clock = clock
 
     @classmethod
-    def from_config(cls, config: ServerConfig) -> FalGate:
-        keys = [key.strip() for key in config.api_keys.split(",") if key.strip()]
+    def from_config(cls, config: ServerConfig, auth: AuthGate) -> FalGate:
         apps = [app.strip() for app in config.fal_apps.split(",") if app.strip()]
-        if config.fal_auth == "auto":
-            auth = bool(keys) or not _is_loopback(config.host)
-        else:
-            auth = config.fal_auth == "on"
-        log.info("fal routes: apps %s, auth %s", ",".join(apps) or "none", "on" if auth else "off")
-        if auth and not keys:
-            log.warning("fal routes need auth but no --api-keys are set: every client is refused")
-        return cls(apps, TokenVerifier(keys, config.token_max_ttl_s), auth=auth)
+        log.info("fal routes: apps %s", ",".join(apps) or "none")
+        return cls(apps, auth)
 
     def handles(self, path: str) -> bool:
         return parse_route(path) is not None
@@ -124,93 +92,18 @@ class FalGate:
         assert route is not None  # Routes calls this for fal routes only
         if not any(route.matches(app) for app in self.apps):
             served = ", ".join(self.apps) or "none"
-            return _text(404, f"no fal app {route.path} here; this server serves: {served}")
+            return text_response(404, f"no fal app {route.path} here; this server serves: {served}")
         try:
             query = parse_query(url.query)
         except ValueError as exc:
-            return _text(400, str(exc))
-        if not self.auth:
-            return None
-        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-        credential = credential.strip()
-        if scheme and (scheme.lower() != "key" or not credential):
-            return _unauthorized("use 'Authorization: Key <API key or token>'")
-        if credential and self.verifier.is_api_key(credential):
-            return None
-        token = credential or query.token
-        if token is None:
-            return _unauthorized(
-                "this server needs a token (fal_jwt_token in the query) or an API key "
-                "(Authorization: Key ...)"
-            )
-        try:
-            grant = self.verifier.verify(token, self._clock())
-            if not any(route.matches(app) for app in grant.apps):
-                raise TokenScopeError(f"the token is for {', '.join(grant.apps)}, not {route.path}")
-        except TokenError as exc:
-            log.info("fal handshake for %s refused: %s", route.path, exc)
-            return _unauthorized(str(exc)) if exc.status == 401 else _text(exc.status, str(exc))
-        return None
+            return text_response(400, str(exc))
+        return self.auth.check(request, route.path, route.matches, query.token, "fal_jwt_token")
 
-    def answer(self, request: Request, path: str) -> Response | None:
-        """A plain HTTP request on the fal paths: the token endpoint, or 426 on a route."""
-        if path in TOKEN_PATHS:
-            return self._mint(request)
+    def answer(self, path: str) -> Response | None:
+        """A plain HTTP request on a fal route: 426, it takes a WebSocket."""
         if self.handles(path):
-            return _text(426, "connect with a WebSocket client (fal's realtime clients do)")
+            return text_response(426, "connect with a WebSocket client (fal's realtime clients do)")
         return None
-
-    def _mint(self, request: Request) -> Response:
-        """``POST /tokens/?allowed_apps=APP&token_expiration=S`` with ``Authorization: Key``.
-
-        fal's REST API takes the same two fields as a JSON body; websockets' HTTP
-        parser reads no request bodies, so here they go in the query string. The
-        answer is fal's: the token as a JSON string.
-        """
-        # websockets before 15 passes only GET requests to process_request.
-        method = getattr(request, "method", "GET")
-        if method != "POST":
-            refused = _json(405, {"detail": "mint tokens with POST"})
-            refused.headers["Allow"] = "POST"
-            return refused
-        if not self.verifier and not self.auth:
-            # Any token connects; answering one lets fal's default token fetch work unchanged.
-            return _json(200, AUTH_OFF_TOKEN)
-        if not self.verifier:
-            return _json(404, {"detail": "this server has no --api-keys, so it mints no tokens"})
-        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "key" or not self.verifier.is_api_key(key.strip()):
-            return _json(401, {"detail": "minting needs 'Authorization: Key <API key>'"})
-        query = parse_qs(urlsplit(request.path).query)
-        apps = [app for value in query.get("allowed_apps", []) for app in value.split(",")]
-        expiration = query.get("token_expiration", [str(DEFAULT_TTL_S)])[-1]
-        max_ttl_s = self.verifier.max_ttl_s
-        if not (expiration.isascii() and expiration.isdigit()) or not (
-            0 < int(expiration) <= max_ttl_s
-        ):
-            detail = f"token_expiration must be whole seconds from 1 to {max_ttl_s:g}"
-            return _json(400, {"detail": detail})
-        try:
-            token = mint_token(key.strip(), apps, int(expiration), now=self._clock())
-        except ValueError as exc:
-            return _json(400, {"detail": f"{exc} (allowed_apps=...)"})
-        return _json(200, token)
-
-
-def _text(status: int, message: str) -> Response:
-    return response(status, f"{message}\n".encode(), "text/plain; charset=utf-8")
-
-
-def _json(status: int, body: object) -> Response:
-    answer = response(status, json.dumps(body).encode(), "application/json")
-    answer.headers["Cache-Control"] = "no-store"  # tokens and refusals are never reused
-    return answer
-
-
-def _unauthorized(message: str) -> Response:
-    refused = _text(401, message)
-    refused.headers["WWW-Authenticate"] = 'Key realm="livegen"'
-    return refused
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,11 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 if TYPE_CHECKING:
+    from server.auth import AuthGate
     from server.fal import FalGate
 
 WEBSOCKET_PATH = "/ws"
+TOKEN_PATHS = ("/tokens", "/tokens/")
 
 
 def response(status: int, body: bytes, content_type: str) -> Response:
@@ -61,6 +63,7 @@ class Routes:
         is_draining: Callable[[], bool],
         render_metrics: Callable[[], bytes],
         allowed_origins: frozenset[str],
+        auth: AuthGate,
         fal: FalGate | None = None,
     ) -> None:
         self._static = static_files
@@ -68,6 +71,8 @@ class Routes:
         self._is_draining = is_draining
         self._render_metrics = render_metrics
         self._allowed_origins = allowed_origins
+        # Who may open a WebSocket (server/auth.py), and POST /tokens/.
+        self._auth = auth
         # fal.ai-compatible routes (/{owner}/{alias}/.../realtime) and POST /tokens/.
         self._fal = fal
 
@@ -80,13 +85,15 @@ class Routes:
             if (path == WEBSOCKET_PATH or fal_route) and self._is_draining():
                 return response(503, b"server is shutting down\n", "text/plain")
             if path == WEBSOCKET_PATH:
-                return self._check_origin(request)
+                return self._check_origin(request) or self._auth.check_livegen(request)
             if fal is not None and fal_route:
                 return self._check_origin(request) or fal.check(request)
             return response(
                 404, f"no WebSocket route {path}; use {WEBSOCKET_PATH}\n".encode(), "text/plain"
             )
-        if fal is not None and (answer := fal.answer(request, path)) is not None:
+        if path in TOKEN_PATHS:
+            return self._auth.mint(request)
+        if fal is not None and (answer := fal.answer(path)) is not None:
             return answer
         if path == WEBSOCKET_PATH:
             return response(426, b"connect with a WebSocket client\n", "text/plain")

@@ -2,12 +2,13 @@
 
 An app's backend holds an API key (one of the server's ``--api-keys``) and
 mints tokens for its clients: :func:`mint_token` here, ``livegen token`` on the
-command line, or ``POST /tokens/`` on the server. A token names the fal apps
-it may connect to and when it expires; the server checks both at the WebSocket
-handshake, so a browser never holds the key itself.
+command line, or ``POST /tokens/`` on the server. A token names the apps it
+may connect to (``livegen`` for ``/ws``, fal app ids for fal's routes) and when
+it expires; the server checks both at the WebSocket handshake (server/auth.py),
+so a browser never holds the key itself.
 
 A token is a JSON Web Token (RFC 7519) signed with HS256, made with the
-standard library alone: fal's clients only carry it (in ``fal_jwt_token``),
+standard library alone: clients only carry it (fal's in ``fal_jwt_token``),
 and the JWT shape lets any language mint or inspect one. The header's ``kid``
 names the API key (a hash of it, never the key); the signing secret is derived
 from the key, so removing a key from the server revokes every token it
@@ -176,8 +177,9 @@ def add_token_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     """``livegen token``: print a token minted from ``LIVEGEN_API_KEY``."""
     parser = commands.add_parser(
         "token",
-        help="mint a short-lived token for fal clients (fal_jwt_token) from an API key",
-        description="Print a token that lets a client connect to the given fal apps. "
+        help="mint a short-lived token for clients (/ws?token=, fal_jwt_token) from an API key",
+        description="Print a token that lets a client connect to the given apps: "
+        "livegen for /ws and the bundled pages, fal app ids for fal's routes. "
         "The API key comes from LIVEGEN_API_KEY (or --api-key, which other users "
         "of this machine can see in the process list).",
     )
@@ -186,7 +188,8 @@ def add_token_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         dest="apps",
         action="append",
         required=True,
-        help="app the token is for, e.g. fal-ai/fast-lcm-diffusion (repeat for more; * for all)",
+        help="app the token is for: livegen, or a fal app id like fal-ai/fast-lcm-diffusion "
+        "(repeat for more; * for all)",
     )
     parser.add_argument(
         "--ttl-s", type=float, default=DEFAULT_TTL_S, help="lifetime in seconds (default 120)"

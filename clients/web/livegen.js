@@ -160,10 +160,15 @@ const CORE_SERVER_TYPES = new Set([
   MessageType.SESSION_CLOSING,
 ]);
 
-/** The WebSocket URL of the livegen server that served this page. */
+/**
+ * The WebSocket URL of the livegen server that served this page. A `token` in
+ * the page's own query goes along: a server with auth on asks for one.
+ */
 export function defaultUrl(location = globalThis.location) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}/ws`;
+  const token = new URLSearchParams(location.search).get("token");
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  return `${scheme}//${location.host}/ws${query}`;
 }
 
 /** A random seed in the protocol's range. */

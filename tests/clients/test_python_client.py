@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from livegen_client.cli import main
+from server.tokens import mint_token
 from tests.helpers import encode, make_pixels, ws_url
 
 
@@ -36,6 +37,25 @@ async def test_cli_reports_a_refused_image_and_fails(start_server, tmp_path, cap
 
     assert status == 1
     assert "invalid_image" in capsys.readouterr().err
+
+
+async def test_cli_reports_a_refused_connection_and_takes_a_token_in_the_url(
+    start_server, tmp_path, capsys
+):
+    server = await start_server(api_keys="test-api-key")
+    source = tmp_path / "sketch.png"
+    source.write_bytes(encode(make_pixels(64, 64, seed=6), "PNG"))
+    token = mint_token("test-api-key", ["livegen"], ttl_s=60)
+
+    refused = await asyncio.to_thread(main, [str(source), "--url", ws_url(server)])
+    error = capsys.readouterr().err
+    accepted = await asyncio.to_thread(
+        main, [str(source), "--url", f"{ws_url(server)}?token={token}"]
+    )
+
+    assert refused == 1
+    assert "refused the connection: HTTP 401 this server needs a token" in error
+    assert accepted == 0
 
 
 async def test_cli_takes_the_output_format_from_the_out_suffix(start_server, tmp_path):

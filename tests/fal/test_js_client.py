@@ -67,7 +67,7 @@ async def test_an_expired_token_is_refused_at_the_handshake(
         "token": expired,
         "inputs": [{"prompt": "a fox", "image_url": {"$bytes": str(sketch)}}],
     }
-    with caplog.at_level(logging.INFO, logger="server.fal"):
+    with caplog.at_level(logging.INFO, logger="server.auth"):
         events = answers(await run_js_client(server, plan))
 
     # A browser's WebSocket hides the HTTP status: onError gets fal's "Unknown error".

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import ssl
 import time
 from typing import Any
@@ -20,8 +21,9 @@ from PIL import Image
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from server.auth import AuthGate
 from server.config import ServerConfig
-from server.fal import FalConnection, FalGate
+from server.fal import FalConnection
 from server.tokens import mint_token
 from tests.fal.certificates import make_certificate
 from tests.helpers import WAIT_S, GatedPipeline, ShadingPipeline, get, http_url, wait_until
@@ -120,18 +122,31 @@ async def test_with_auth_on_a_client_needs_a_key_or_a_current_token_for_the_app(
 
 
 @pytest.mark.parametrize(
-    ("host", "fal_auth", "api_keys", "auth"),
+    ("host", "auth", "api_keys", "enabled"),
     [
         ("127.0.0.1", "auto", "", False),
+        ("localhost", "auto", "", False),
         ("127.0.0.1", "auto", KEY, True),
-        ("0.0.0.0", "auto", "", True),
-        ("127.0.0.1", "on", "", True),
+        ("0.0.0.0", "auto", KEY, True),
         ("0.0.0.0", "off", KEY, False),
+        ("0.0.0.0", "off", "", False),
     ],
 )
-def test_auth_is_off_by_default_only_on_loopback_without_keys(host, fal_auth, api_keys, auth):
-    config = ServerConfig(host=host, fal_auth=fal_auth, api_keys=api_keys)
-    assert FalGate.from_config(config).auth is auth
+def test_auth_is_off_by_default_only_on_loopback_without_keys(host, auth, api_keys, enabled):
+    config = ServerConfig(host=host, auth=auth, api_keys=api_keys)
+    assert AuthGate.from_config(config).enabled is enabled
+
+
+@pytest.mark.parametrize(
+    ("options", "mention"),
+    [
+        ({"host": "0.0.0.0"}, "auth is on (--host 0.0.0.0 is not loopback) but no --api-keys"),
+        ({"auth": "on"}, "auth is on (--auth on) but no --api-keys"),
+    ],
+)
+def test_auth_without_keys_is_refused_at_start_since_no_client_could_connect(options, mention):
+    with pytest.raises(ValueError, match=re.escape(mention)):
+        ServerConfig(**options)
 
 
 async def test_browsers_from_other_sites_need_allowing_on_fal_routes_too(start_server):
@@ -278,7 +293,7 @@ async def test_post_tokens_mints_a_token_as_fals_rest_api_answers(start_server):
         server, "/tokens/?allowed_apps=fast-lcm-diffusion&token_expiration=300", KEY
     )
     assert status == 200
-    grant = server.fal.verifier.verify(token, time.time())
+    grant = server.auth.verifier.verify(token, time.time())
     assert grant.apps == ("fast-lcm-diffusion",) and grant.expires_at - grant.issued_at == 300
     async with connect(fal_url(server, query=f"fal_jwt_token={token}")):
         pass
@@ -292,14 +307,9 @@ async def test_post_tokens_mints_a_token_as_fals_rest_api_answers(start_server):
     assert status == 405
 
 
-async def test_with_auth_off_tokens_are_a_placeholder_and_without_keys_there_are_none(
-    start_server,
-):
+async def test_without_keys_tokens_are_a_placeholder(start_server):
     open_server = await start_server()
     assert await post(open_server, "/tokens/?allowed_apps=a") == (200, "livegen-auth-off")
-    closed_server = await start_server(fal_auth="on")
-    status, body = await post(closed_server, "/tokens/?allowed_apps=a", KEY)
-    assert status == 404 and "no --api-keys" in body["detail"]
 
 
 async def test_fal_routes_are_served_over_tls_when_given_a_certificate(start_server, tmp_path):
@@ -313,7 +323,7 @@ async def test_fal_routes_are_served_over_tls_when_given_a_certificate(start_ser
 @pytest.mark.parametrize(
     ("options", "mention"),
     [
-        ({"fal_auth": "maybe"}, "--fal-auth must be auto, on or off"),
+        ({"auth": "maybe"}, "--auth must be auto, on or off"),
         ({"tls_cert": "cert.pem"}, "--tls-cert and --tls-key go together"),
     ],
 )

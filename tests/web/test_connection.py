@@ -9,6 +9,7 @@ import re
 from livegen_client import LivegenClient
 from server.app import LivegenServer
 from server.config import ServerConfig
+from server.tokens import mint_token
 from tests.helpers import WAIT_S, ws_url
 from tests.web.conftest import LOOP, wait_for_state
 from tests.web.pages import (
@@ -100,3 +101,14 @@ async def test_a_full_server_shows_busy_until_a_place_frees(start_server, open_p
 
     assert busy_text == "Server busy · retrying"
     assert live_text == "Live"
+
+
+async def test_a_page_opened_with_a_token_connects_where_auth_is_on(start_server, open_page):
+    server = await start_server(api_keys="test-api-key")
+    token = mint_token("test-api-key", ["livegen"], ttl_s=600)
+    page = await open_page(server, f"/?token={token}")  # returns once the session is live
+    await stroke(page, ZIGZAG)
+    await wait_until_settled(page)
+
+    assert len(server.attached) == 1
+    assert await canvas_difference(page, "#sketch", "#output") < 3.0

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from websockets.exceptions import InvalidStatus
+
 from livegen_client.client import LivegenClient, ServerError
 
 EXTENSIONS = {"image/jpeg": ".jpg", "image/webp": ".webp", "image/png": ".png"}
@@ -51,6 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = asyncio.run(send_image(args.url, args.image, args.out, params))
     except ServerError as exc:
         print(f"livegen-client: the server refused the request: {exc}", file=sys.stderr)
+        return 1
+    except InvalidStatus as exc:  # refused at the handshake, e.g. for want of a token
+        answer = exc.response
+        reason = answer.body.decode(errors="replace").strip()
+        print(
+            f"livegen-client: the server refused the connection: HTTP {answer.status_code} "
+            f"{reason}",
+            file=sys.stderr,
+        )
         return 1
     except OSError as exc:
         print(f"livegen-client: {exc}", file=sys.stderr)
