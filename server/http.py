@@ -96,7 +96,11 @@ class Routes:
         if fal is not None and (answer := fal.answer(path)) is not None:
             return answer
         if path == WEBSOCKET_PATH:
-            return response(426, b"connect with a WebSocket client\n", "text/plain")
+            # The auth verdict first: a browser cannot see why a handshake was refused,
+            # but the pages can ask here (401 or 403 with the reason).
+            return self._auth.check_livegen(request) or response(
+                426, b"connect with a WebSocket client\n", "text/plain"
+            )
         if path == "/healthz":
             return response(200, b"ok\n", "text/plain")
         if path == "/readyz":

@@ -14,7 +14,7 @@ from websockets.exceptions import InvalidStatus
 
 from livegen_client import LivegenClient
 from server.tokens import mint_token
-from tests.helpers import WAIT_S, ws_url
+from tests.helpers import WAIT_S, get, http_url, ws_url
 
 KEY = "test-api-key"
 
@@ -74,3 +74,15 @@ async def test_on_loopback_without_keys_ws_needs_nothing(start_server):
     server = await start_server()
     async with connect(ws_url(server)):
         pass
+
+
+async def test_a_plain_get_on_ws_answers_whether_a_handshake_would_be_let_in(start_server):
+    """What the pages ask, since a browser cannot see why a handshake was refused."""
+    server = await start_server(api_keys=KEY)
+    token = mint_token(KEY, ["livegen"], ttl_s=60)
+
+    refused, _, reason = await get(http_url(server, "/ws"))
+    let_in, _, _ = await get(http_url(server, f"/ws?token={token}"))
+
+    assert refused == 401 and b"needs a token" in reason
+    assert let_in == 426  # it takes a WebSocket, and this one would be let in

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 
 from livegen_client import LivegenClient
 from server.app import LivegenServer
@@ -112,3 +113,28 @@ async def test_a_page_opened_with_a_token_connects_where_auth_is_on(start_server
 
     assert len(server.attached) == 1
     assert await canvas_difference(page, "#sketch", "#output") < 3.0
+
+
+async def test_a_page_refused_for_want_of_a_token_says_so(start_server, open_page, shoot):
+    server = await start_server(api_keys="test-api-key")
+    expired = mint_token("test-api-key", ["livegen"], ttl_s=60, now=time.time() - 61)
+    pages = {
+        "Needs a token": await open_page(server, state="reconnecting"),
+        "Token refused": await open_page(server, f"/?token={expired}", state="reconnecting"),
+    }
+    for shown, page in pages.items():
+        # Each refused handshake, and the GET that asks why, is a console error.
+        page.problems.expected.append(re.compile(r"WebSocket connection to .* failed"))
+        page.problems.expected.append(re.compile(r"status of 401"))
+        status = page.locator("#status .status-text")
+        await page.wait_for_function(
+            "text => document.querySelector('#status .status-text').textContent === text", arg=shown
+        )
+        title = await page.locator("#status").get_attribute("title")
+        assert title is not None and "?token=" in title
+        assert ("expired" if shown == "Token refused" else "This server needs a token") in title
+        assert await status.inner_text() == shown
+        placeholder = await page.locator("#placeholder p").inner_text()
+        assert placeholder == title  # the output says it too, where nothing can appear
+    await shoot(pages["Needs a token"], "sketch-needs-token-desktop")
+    assert not server.attached

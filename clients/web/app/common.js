@@ -5,7 +5,7 @@
  * LivegenClient; none knows which page it is on.
  */
 
-import { ErrorCode, MAX_SEED, State, randomSeed } from "../livegen.js";
+import { ErrorCode, MAX_SEED, State, defaultUrl, randomSeed } from "../livegen.js";
 
 /** Most UNet passes each pipeline family takes (README, Params); others take up to 50. */
 const MAX_STEPS = { "sd-turbo": 4, lcm: 8 };
@@ -98,6 +98,31 @@ export function describeError(error) {
 }
 
 /**
+ * Why the server refuses this page's WebSocket, or null when it does not. A
+ * browser cannot see why a handshake failed (a missing or expired token), so
+ * this asks the same URL with a plain GET, which answers with the server's
+ * verdict: 401 or 403 and the reason. Undefined when the server is down.
+ */
+async function refusal() {
+  const url = new URL(defaultUrl());
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  let answer;
+  try {
+    answer = await fetch(url);
+  } catch {
+    return undefined;
+  }
+  if (![401, 403].includes(answer.status)) return null;
+  const verdict = (await answer.text()).trim();
+  return {
+    text: url.searchParams.has("token") ? "Token refused" : "Needs a token",
+    reason:
+      `${verdict.charAt(0).toUpperCase()}${verdict.slice(1)}. ` +
+      "Open this page with ?token=… (livegen token --app livegen).",
+  };
+}
+
+/**
  * Keep the status pill in step with the client's state: connecting, live,
  * reconnecting, server busy, closed (with a button to take the session back)
  * and fatal errors.
@@ -109,6 +134,13 @@ export function bindStatus(client, element, pipelineLabel) {
   button.hidden = true;
   button.addEventListener("click", () => client.reconnect());
   element.append(button);
+  // Why the server refuses this page, once a never-connected page has asked; the
+  // placeholder hears it too, as a "refused" event on the client.
+  let refused = null;
+  const showWaiting = () => {
+    text.textContent = refused?.text ?? "Waiting for server…";
+    if (refused) element.title = refused.reason;
+  };
 
   client.addEventListener("state", ({ detail }) => {
     element.dataset.state = detail.state;
@@ -123,9 +155,19 @@ export function bindStatus(client, element, pipelineLabel) {
         text.textContent = "Live";
         break;
       case State.RECONNECTING:
-        if (client.session === null) text.textContent = "Waiting for server…";
-        else if (detail.reason === "server restarting") text.textContent = "Server restarting…";
-        else text.textContent = "Reconnecting…";
+        if (client.session === null) {
+          showWaiting();
+          refusal().then((found) => {
+            if (found === undefined || client.state !== State.RECONNECTING) return;
+            refused = found;
+            showWaiting();
+            client.dispatchEvent(new CustomEvent("refused", { detail: found }));
+          });
+        } else if (detail.reason === "server restarting") {
+          text.textContent = "Server restarting…";
+        } else {
+          text.textContent = "Reconnecting…";
+        }
         if ((detail.retryInMs ?? 0) > 1500) {
           button.textContent = "Retry now";
           button.hidden = false;
@@ -161,6 +203,11 @@ export function bindPlaceholder(client, output, hint) {
       if (paragraph) paragraph.textContent = text;
     }
   };
+  let refused = null; // from bindStatus: why the server refuses a never-connected page
+  client.addEventListener("refused", ({ detail }) => {
+    refused = detail;
+    if (client.session === null) say(refused?.reason ?? "Waiting for the livegen server…");
+  });
   client.addEventListener("state", ({ detail }) => {
     switch (detail.state) {
       case State.BUSY:
@@ -173,7 +220,7 @@ export function bindPlaceholder(client, output, hint) {
         say("Disconnected.");
         break;
       case State.RECONNECTING:
-        say(client.session === null ? "Waiting for the livegen server…" : hint);
+        say(client.session === null ? (refused?.reason ?? "Waiting for the livegen server…") : hint);
         break;
       default:
         say(hint);
