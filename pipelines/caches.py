@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -25,7 +25,8 @@ class CacheStats:
 class LruCache(Generic[K, V]):
     """At most ``max_entries`` values; the least recently used goes first.
 
-    Safe to share between threads (a batch's lanes look up prompts at once).
+    Safe to share between threads (a batch's lanes look up prompts and run the same
+    packed layers at once).
     """
 
     def __init__(self, max_entries: int) -> None:
@@ -38,6 +39,15 @@ class LruCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __iter__(self) -> Iterator[K]:
+        """The keys, least recently used first."""
+        with self._lock:
+            return iter(list(self._entries))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
     def get_many(self, keys: Sequence[K], compute: Callable[[list[K]], list[V]]) -> list[V]:
         """The value of every key, computing all the missing ones in one call."""

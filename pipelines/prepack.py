@@ -29,14 +29,14 @@ the plain layers run and the reason is logged once.
 from __future__ import annotations
 
 import logging
-import threading
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
 import torch
 from torch import nn
+
+from pipelines.caches import LruCache
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,9 @@ class PackedWeight(ABC):
 
     def __init__(self, layer: nn.Conv2d | nn.Linear) -> None:
         self.layer = layer
-        # size -> the weight packed for inputs of that size, least recent first.
-        self.packed: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+        # size -> the weight packed for inputs of that size.
+        self.packed: LruCache[Hashable, torch.Tensor] = LruCache(PACKED_SIZES)
         self._packed_from: tuple[int, int] | None = None
-        self._lock = threading.Lock()  # a batch's lanes (lanes.py) run the layer at once
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.layer.weight
@@ -118,20 +117,11 @@ class PackedWeight(ABC):
     def _packed_for(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.layer.weight
         source = (weight.data_ptr(), weight._version)
-        size = self.size(x)
-        with self._lock:
-            if self._packed_from != source:  # a new or changed weight: every packing is stale
-                self.packed.clear()
-                self._packed_from = source
-            packed = self.packed.get(size)
-            if packed is None:
-                packed = self.pack(x)
-                self.packed[size] = packed
-                if len(self.packed) > PACKED_SIZES:
-                    self.packed.popitem(last=False)
-            else:
-                self.packed.move_to_end(size)
-            return packed
+        if self._packed_from != source:  # a new or changed weight: every packing is stale
+            self.packed.clear()
+            self._packed_from = source
+        [packed] = self.packed.get_many([self.size(x)], lambda _: [self.pack(x)])
+        return packed
 
     @abstractmethod
     def fits(self, x: torch.Tensor) -> bool:
