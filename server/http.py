@@ -73,7 +73,7 @@ class Routes:
         self._allowed_origins = allowed_origins
         # Who may open a WebSocket (server/auth.py), and POST /tokens/.
         self._auth = auth
-        # fal.ai-compatible routes (/{owner}/{alias}/.../realtime) and POST /tokens/.
+        # fal.ai-compatible routes (/{owner}/{alias}/.../realtime).
         self._fal = fal
 
     def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
