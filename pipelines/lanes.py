@@ -21,6 +21,7 @@ start and put the default back, so threads started later still get them all.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +67,7 @@ class Lanes:
         if self._pool is None or lanes < 2:
             return [fn(slice(0, batch_size))]
         bounds = [batch_size * lane // lanes for lane in range(lanes + 1)]
-        parts = [slice(start, end) for start, end in zip(bounds, bounds[1:], strict=False)]
+        parts = [slice(start, end) for start, end in itertools.pairwise(bounds)]
         futures = [self._pool.submit(_in_inference_mode, fn, part) for part in parts]
         return [future.result() for future in futures]
 
