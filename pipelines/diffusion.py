@@ -7,13 +7,21 @@ sessions. A batch may mix prompts, seeds, strengths, and text-to-image with
 image-to-image requests; each sample gets its own timesteps (see
 :mod:`pipelines.samplers`), so a batched frame equals the same request run alone.
 
+Fidelity: a request makes the frame diffusers' own pipeline makes on the same
+weights and settings with ``generator=torch.Generator("cpu").manual_seed(seed)``
+(a batch of one): noise is drawn from the session's seed on the CPU in the order
+diffusers draws it (the VAE posterior sample for image to image, the initial
+noise, then LCM's fresh noise per step), text encoders, guidance, VAE scaling
+and upcasting and pre- and post-processing follow the reference pipelines.
+``tests/pipelines/test_reference.py`` holds livegen to that, latents and pixels.
+
 The caches, each counted in :meth:`FewStepPipeline.cache_stats`:
 
 - ``prompt_embeddings``: an LRU shared by all sessions, keyed by prompt;
-- ``input_latents``: the encoded latent of a session's last input, so a params
+- ``input_latents``: the VAE posterior of a session's last input, so a params
   edit on an unchanged sketch skips the VAE encoder;
-- ``noise``: a fixed noise tensor per session seed, so unchanged inputs give
-  stable frames;
+- ``noise``: the noise a session's seed draws, so unchanged inputs give stable
+  frames;
 - ``unchanged_inputs``: an input within ``similarity_threshold`` of the one the
   last frame was made from (and the same params) is answered with that frame,
   without a UNet pass;
@@ -23,6 +31,7 @@ The caches, each counted in :meth:`FewStepPipeline.cache_stats`:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Hashable, Mapping, Sequence
@@ -47,10 +56,27 @@ from pipelines.loading import (
 )
 from pipelines.prepack import prepack_weights
 from pipelines.prompts import PromptEmbedding, PromptEncoder
-from pipelines.samplers import SAMPLERS, FewStepSampler
+from pipelines.samplers import SAMPLERS, BatchSchedule, FewStepSampler, make_sampler
 from stream.params import Params
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SeedNoise:
+    """The noise one request draws from its seed, in the order diffusers draws it."""
+
+    posterior: torch.Tensor | None  # (C, h, w): the VAE posterior sample's (image to image)
+    initial: torch.Tensor  # (C, h, w)
+    steps: torch.Tensor  # (n, C, h, w): fresh noise for the sampler's steps (LCM)
+
+
+@dataclass(frozen=True, slots=True)
+class Posterior:
+    """What the VAE encoder made of an input: (C, h, w) each, unscaled."""
+
+    mean: torch.Tensor
+    std: torch.Tensor | None  # None for TAESD, whose encoder gives the latent itself
 
 
 @dataclass(eq=False, slots=True)
@@ -60,12 +86,13 @@ class DiffusionState:
     # The input the last frame was generated from, as received: uint8 (H, W, 3);
     # None when that frame was text-to-image.
     input_pixels: torch.Tensor | None = None
-    input_latent: torch.Tensor | None = None  # (C, h, w), scaled as the UNet expects
+    input_posterior: Posterior | None = None
     noise_key: tuple[int, ...] | None = None
-    noise: torch.Tensor | None = None  # (steps, C, h, w), float32
+    noise: SeedNoise | None = None
     # The params the last frame was generated with (output encoding left out).
     output_params: Params | None = None
     output: np.ndarray | None = None  # (H, W, 3) uint8
+    # The final latent of the last frame, as diffusers' output_type="latent" gives it.
     output_latent: torch.Tensor | None = None  # (C, h, w), float32
 
 
@@ -92,8 +119,15 @@ class FewStepPipeline(Pipeline):
         self.vae: Any = components.vae
         self.prompts = components.prompts
         self.dtype = next(self.unet.parameters()).dtype
-        self.sampler = FewStepSampler(components.scheduler_config, self.device)
+        self.samplers: dict[str, FewStepSampler] = {
+            name: make_sampler(name, components.scheduler_config, self.device) for name in SAMPLERS
+        }
         self.vae_scale_factor = components.vae_scale_factor
+        from diffusers import AutoencoderTiny
+
+        # The KL VAE's encoder gives a distribution that img2img samples with the seed's
+        # noise, as diffusers does; TAESD's gives the latent itself.
+        self.vae_samples_posterior = not isinstance(self.vae, AutoencoderTiny)
         down_blocks = len(self.unet.config.down_block_types)
         # Each UNet down block but the last halves the latent; sizes must survive that.
         self.size_multiple = self.vae_scale_factor * 2 ** (down_blocks - 1)
@@ -118,6 +152,14 @@ class FewStepPipeline(Pipeline):
         self.lanes = Lanes(options.cpu_lanes if cpu_eager else 1)
         for name, path in options.loras.items():
             self.add_lora(name, path)
+        # A LoRA every session runs with (an LCM-LoRA on a base model): fused into the
+        # weights when it is the only one, so a frame costs what the base model costs.
+        self.standing_lora = self.find_standing_lora()
+        if self.standing_lora and list(self.loras) == [self.standing_lora]:
+            self.unet.fuse_lora(adapter_names=[self.standing_lora])
+            self.unet.unload_lora()
+            self.loras = {}
+            log.info("fused LoRA %s into the UNet", self.standing_lora)
         # Compiling on the CPU packs the UNet's weights itself (at warm-up).
         unet = [] if options.compile else [self.unet]
         self._prepack_weights(*unet, self.vae, *self.prompts.text_encoders)
@@ -145,6 +187,8 @@ class FewStepPipeline(Pipeline):
         )
         try:
             state_dict, alphas = loader.lora_state_dict(str(file))
+            if any(key.startswith("text_encoder") for key in state_dict):
+                log.warning("LoRA %s also has text-encoder layers; only the UNet's are used", name)
             self.unet.load_lora_adapter(
                 state_dict, network_alphas=alphas, prefix="unet", adapter_name=name
             )
@@ -171,6 +215,14 @@ class FewStepPipeline(Pipeline):
         """Params a family starts sessions with, besides the size and sampler."""
         return {}
 
+    def find_standing_lora(self) -> str | None:
+        """The loaded LoRA that every session runs with, if the family has one."""
+        return None
+
+    def unused_params(self, params: Params) -> dict[str, Any]:
+        """Params that cannot change this family's frame, with the values they count as."""
+        return {}
+
     def cache_stats(self) -> Mapping[str, CacheStats]:
         return {"prompt_embeddings": self.prompts.cache.stats, **self._stats}
 
@@ -191,13 +243,16 @@ class FewStepPipeline(Pipeline):
                     f"{side} {value} does not fit this model: use a multiple of "
                     f"{self.size_multiple}"
                 )
-        if params.lora and params.lora not in self.loras:
+        if self._extra_lora(params.lora) and params.lora not in self.loras:
             loaded = ", ".join(sorted(self.loras)) or "none (start with --lora NAME=FILE)"
             raise ValueError(f"unknown LoRA {params.lora!r}; loaded: {loaded}")
+        sampler = self.samplers[params.scheduler]
+        for strength in {1.0, params.strength}:  # text to image, and image to image
+            sampler.schedule(params.steps, strength)
 
     def batch_key(self, request: FrameRequest) -> Hashable:
         p = request.params
-        return (p.width, p.height, p.steps, p.scheduler, p.lora)
+        return (p.width, p.height, p.steps, p.scheduler, self._extra_lora(p.lora))
 
     def warmup(self) -> None:
         """Run a text-to-image and an image-to-image frame at the default size.
@@ -241,7 +296,7 @@ class FewStepPipeline(Pipeline):
         # 1. Inputs to the device; answer those that did not change from the last frame.
         pixels = [self._to_device(request.image) for request in requests]
         answered = [
-            _unchanged_output(request, image)
+            self._unchanged_output(request, image)
             for request, image in zip(requests, pixels, strict=True)
         ]
         for frame in answered:
@@ -262,38 +317,50 @@ class FewStepPipeline(Pipeline):
             height // self.vae_scale_factor,
             width // self.vae_scale_factor,
         )
+        sampler = self.samplers[first.scheduler]
         self._use_lora(first.lora)
+        text_only = [image is None for image in pixels]
 
         # 2. Prompt embeddings, from the shared LRU.
         embeddings = self.prompts([request.params.prompt for request in requests])
 
-        # 3. Input latents: the VAE encoder runs only on inputs that changed.
-        latents = self._input_latents(requests, pixels, (height, width))  # (B, C, h, w) fp32
+        # 3. The noise each session's seed draws, as diffusers would draw it.
+        noises = [
+            self._noise(
+                request.state,
+                request.params.seed,
+                latent_shape,
+                posterior=not text and self.vae_samples_posterior,
+                step_noises=sampler.step_noises(steps),
+            )
+            for request, text in zip(requests, text_only, strict=True)
+        ]
 
-        # 4. Fixed noise per session seed: (B, steps, C, h, w).
-        noise = torch.stack(
-            [self._noise(r.state, r.params.seed, steps, latent_shape) for r in requests]
-        )
+        # 4. Input latents: the VAE encoder runs only on inputs that changed.
+        latents = self._input_latents(requests, pixels, (height, width), noises)  # (B, C, h, w)
 
-        # 5. Denoise: ``steps`` UNet passes over the whole batch, timesteps per sample.
-        # The sampler's math runs in float32 whatever the model's dtype, as
-        # diffusers' schedulers do: dividing by sqrt(alpha) near t=999 amplifies error.
-        text_only = torch.tensor([image is None for image in pixels], device=self.device)
-        strengths = torch.tensor(
+        # 5. Each sample's schedule (text to image runs at strength 1), and the first sample.
+        schedule = sampler.batch(
             [
-                1.0 if image is None else r.params.strength
-                for r, image in zip(requests, pixels, strict=True)
-            ],
-            device=self.device,
+                sampler.schedule(steps, 1.0 if text else r.params.strength)
+                for r, text in zip(requests, text_only, strict=True)
+            ]
         )
-        timesteps = self.sampler.timesteps(strengths, steps)  # (steps, B)
-        noisy = self.sampler.add_noise(latents, noise[:, 0], timesteps[0])
-        start = torch.where(text_only[:, None, None, None], noise[:, 0], noisy)
+        initial = torch.stack([noise.initial for noise in noises])
+        step_noise = torch.stack([noise.steps for noise in noises])  # (B, n, C, h, w)
+        start = sampler.start(
+            latents, initial, torch.tensor(text_only, device=self.device), schedule
+        )
 
         # 6. Denoise and decode, in lanes on a CPU, to (H, W, 3) uint8.
         def denoise_and_decode(part: slice) -> tuple[torch.Tensor, np.ndarray]:
             sample = self._denoise(
-                start[part], timesteps[:, part], noise[part], embeddings[part], requests[part]
+                sampler,
+                start[part],
+                schedule.part(part),
+                step_noise[part],
+                embeddings[part],
+                requests[part],
             )
             return sample, self._decode(sample)
 
@@ -307,33 +374,28 @@ class FewStepPipeline(Pipeline):
         for index, (request, image) in enumerate(zip(requests, pixels, strict=True)):
             state: DiffusionState = request.state
             state.input_pixels = image
-            state.output_params = _output_params(request.params)
+            state.output_params = self._frame_params(request.params)
             state.output = frames[index]
             state.output_latent = sample[index].clone()
         return frames
 
     def _denoise(
         self,
+        sampler: FewStepSampler,
         sample: torch.Tensor,
-        timesteps: torch.Tensor,
-        noise: torch.Tensor,
+        schedule: BatchSchedule,
+        step_noise: torch.Tensor,
         embeddings: Sequence[PromptEmbedding],
         requests: Sequence[FrameRequest],
     ) -> torch.Tensor:
-        """``steps`` UNet passes from ``sample``: (B, C, h, w) float32, timesteps (steps, B)."""
-        steps = len(timesteps)
-        scheduler = requests[0].params.scheduler
-        for k in range(steps):
-            model_output = self.predict_noise(sample, timesteps[k], embeddings, requests)
-            last = k == steps - 1
-            sample = self.sampler.step(
-                scheduler,
-                sample,
-                model_output,
-                timesteps[k],
-                None if last else timesteps[k + 1],
-                noise[:, 0] if last else noise[:, k + 1],
+        """The sampler's steps from ``sample``, (B, C, h, w) float32; noise (B, n, C, h, w)."""
+        for k in range(len(schedule.timesteps)):
+            model_input = sampler.model_input(sample, k, schedule)
+            model_output = self.predict_noise(
+                model_input, schedule.timesteps[k], embeddings, requests
             )
+            noise = step_noise[:, k] if k < step_noise.shape[1] else None
+            sample = sampler.step(sample, model_output, k, schedule, noise)
         return sample
 
     # Family hooks.
@@ -392,17 +454,19 @@ class FewStepPipeline(Pipeline):
         requests: Sequence[FrameRequest],
         pixels: Sequence[torch.Tensor | None],
         size: tuple[int, int],
+        noises: Sequence[SeedNoise],
     ) -> torch.Tensor:
+        """(B, C, h, w) float32 latents, scaled as the UNet sees them; zeros for text only."""
         latent_size = (size[0] // self.vae_scale_factor, size[1] // self.vae_scale_factor)
         changed: list[int] = []
         for index, (request, image) in enumerate(zip(requests, pixels, strict=True)):
             if image is None:
                 continue
             state: DiffusionState = request.state
-            cached = state.input_latent
+            cached = state.input_posterior
             same = (
                 cached is not None
-                and cached.shape[-2:] == latent_size
+                and cached.mean.shape[-2:] == latent_size
                 and state.input_pixels is not None
                 and torch.equal(state.input_pixels, image)
             )
@@ -410,75 +474,125 @@ class FewStepPipeline(Pipeline):
             if not same:
                 changed.append(index)
         if changed:
-            inputs = [image for i, image in enumerate(pixels) if i in changed and image is not None]
-            batch = torch.stack([_to_model_input(image, size) for image in inputs])
-            batch = batch.to(self.dtype, memory_format=self.memory_format)
-            encoded = torch.cat(self.lanes.map(lambda part: self._encode(batch[part]), len(batch)))
-            for index, latent in zip(changed, encoded, strict=True):
-                requests[index].state.input_latent = latent
+            inputs = [pixels[i] for i in changed]
+            batch = torch.stack([_to_model_input(x, size) for x in inputs if x is not None])
+            batch = batch.to(self.vae.dtype, memory_format=self.memory_format)
+            encoded = self.lanes.map(lambda part: self._encode(batch[part]), len(batch))
+            means = torch.cat([mean for mean, _ in encoded])
+            stds = [std for _, std in encoded]
+            std_all = None if stds[0] is None else torch.cat([s for s in stds if s is not None])
+            for row, index in enumerate(changed):
+                requests[index].state.input_posterior = Posterior(
+                    means[row], None if std_all is None else std_all[row]
+                )
         latents = []
-        for request, image in zip(requests, pixels, strict=True):
+        for request, image, noise in zip(requests, pixels, noises, strict=True):
             state = request.state
             if image is None:
                 latents.append(
                     torch.zeros((self.latent_channels, *latent_size), device=self.device)
                 )
                 continue
-            latent = state.input_latent
-            assert latent is not None  # encoded above if it was not cached
+            posterior = state.input_posterior
+            assert posterior is not None  # encoded above if it was not cached
+            latent = self._scale_latent(posterior, noise.posterior).float()
             feedback = request.params.latent_feedback
             if (
                 feedback > 0
                 and state.output_latent is not None
                 and state.output_latent.shape == latent.shape
             ):
-                latent = torch.lerp(latent.float(), state.output_latent, feedback)
-            latents.append(latent.float())
+                latent = torch.lerp(latent, state.output_latent, feedback)
+            latents.append(latent)
         return torch.stack(latents)
 
-    def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [-1, 1] -> (B, C, h, w) latents as the UNet sees them."""
+    def _encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, 3, H, W) in [-1, 1] -> the posterior's mean and std, (B, C, h, w) each."""
         encoded = self.vae.encode(images)
         if hasattr(encoded, "latent_dist"):
-            # The mode, not a sample: the same input must give the same latent.
-            latents = encoded.latent_dist.mode()
-        else:
-            latents = encoded.latents  # AutoencoderTiny
-        scaled: torch.Tensor = latents * self.vae.config.scaling_factor
-        return scaled
+            return encoded.latent_dist.mean, encoded.latent_dist.std
+        return encoded.latents, None  # AutoencoderTiny
+
+    def _scale_latent(self, posterior: Posterior, noise: torch.Tensor | None) -> torch.Tensor:
+        """The posterior's sample with the seed's noise, scaled as diffusers' img2img does."""
+        latent = posterior.mean
+        if posterior.std is not None:
+            assert noise is not None  # drawn for every image request with a KL VAE
+            latent = posterior.mean + posterior.std * noise.to(posterior.std.dtype)
+        config = self.vae.config
+        mean, std = self._latent_normalisation(latent)
+        if mean is not None and std is not None:
+            return (latent - mean) * config.scaling_factor / std
+        return config.scaling_factor * latent
 
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
-        """(B, C, h, w) latents -> (B, H, W, 3) uint8."""
-        scaled = latents.to(self.dtype, memory_format=self.memory_format)
-        images = self.vae.decode(scaled / self.vae.config.scaling_factor).sample
-        pixels = ((images.float() + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8)
+        """(B, C, h, w) latents -> (B, H, W, 3) uint8, as diffusers' image processor rounds."""
+        latents = latents.to(self.vae.dtype, memory_format=self.memory_format)
+        mean, std = self._latent_normalisation(latents)
+        if mean is not None and std is not None:
+            latents = latents * std / self.vae.config.scaling_factor + mean
+        else:
+            latents = latents / self.vae.config.scaling_factor
+        images = self.vae.decode(latents).sample.float()
+        pixels = ((images * 0.5 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
         array: np.ndarray = pixels.permute(0, 2, 3, 1).cpu().numpy()
         return array
 
+    def _latent_normalisation(
+        self, like: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """A VAE config's per-channel latents_mean and latents_std (some SDXL VAEs), else None."""
+        config = self.vae.config
+        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+        if mean is None or std is None:
+            return None, None
+        shape = (-1, 1, 1) if like.ndim == 3 else (1, -1, 1, 1)
+        as_tensor = functools.partial(torch.tensor, device=like.device, dtype=like.dtype)
+        return as_tensor(mean).view(shape), as_tensor(std).view(shape)
+
     def _noise(
-        self, state: DiffusionState, seed: int, steps: int, shape: tuple[int, ...]
-    ) -> torch.Tensor:
-        key = (seed, steps, *shape)
+        self,
+        state: DiffusionState,
+        seed: int,
+        shape: tuple[int, ...],
+        *,
+        posterior: bool,
+        step_noises: int,
+    ) -> SeedNoise:
+        key = (seed, posterior, step_noises, *shape)
         hit = state.noise_key == key and state.noise is not None
         self._count("noise", hit)
         if not hit:
-            # Drawn on the CPU: the same seed gives the same frame on any device.
+            # Drawn on the CPU, one (1, C, h, w) tensor at a time as diffusers draws them:
+            # the same seed gives the same frame on any device, and diffusers' frame.
             generator = torch.Generator("cpu").manual_seed(seed)
-            noise = torch.randn((steps, *shape), generator=generator)
-            state.noise = noise.to(self.device)
+            count = int(posterior) + 1 + step_noises
+            draws = torch.cat([torch.randn((1, *shape), generator=generator) for _ in range(count)])
+            draws = draws.to(self.device)
+            state.noise = SeedNoise(
+                posterior=draws[0] if posterior else None,
+                initial=draws[int(posterior)],
+                steps=draws[int(posterior) + 1 :],
+            )
             state.noise_key = key
         assert state.noise is not None
         return state.noise
 
+    def _extra_lora(self, name: str) -> str:
+        """The LoRA a session picks besides the standing one ("" for none)."""
+        return "" if name == self.standing_lora else name
+
     def _use_lora(self, name: str) -> None:
-        if name == self._active_lora or not self.loras:
+        extra = self._extra_lora(name)
+        if extra == self._active_lora or not self.loras:
             return
-        if name:
+        adapters = [a for a in (self.standing_lora, extra) if a and a in self.loras]
+        if adapters:
             self.unet.enable_lora()
-            self.unet.set_adapters([name])
+            self.unet.set_adapters(adapters)
         else:
             self.unet.disable_lora()
-        self._active_lora = name
+        self._active_lora = extra
 
     def _count(self, cache: str, hit: bool) -> None:
         stats = self._stats[cache]
@@ -487,34 +601,39 @@ class FewStepPipeline(Pipeline):
         else:
             stats.misses += 1
 
+    def _frame_params(self, params: Params) -> Params:
+        """The params that shape a frame's pixels: encoding and unused fields left out."""
+        defaults = Params()
+        return replace(
+            params,
+            output_format=defaults.output_format,
+            quality=defaults.quality,
+            similarity_threshold=defaults.similarity_threshold,
+            **self.unused_params(params),
+        )
 
-def _output_params(params: Params) -> Params:
-    """The params that shape a frame's pixels (how it is encoded left out)."""
-    defaults = Params()
-    return replace(
-        params,
-        output_format=defaults.output_format,
-        quality=defaults.quality,
-        similarity_threshold=defaults.similarity_threshold,
-    )
-
-
-def _unchanged_output(request: FrameRequest, image: torch.Tensor | None) -> np.ndarray | None:
-    """The session's last frame, if this request would make (nearly) the same one."""
-    state: DiffusionState = request.state
-    if state.output is None or state.output_params != _output_params(request.params):
-        return None
-    last = state.input_pixels
-    if image is None or last is None:
-        return state.output if image is None and last is None else None
-    if image.shape != last.shape:
-        return None
-    difference = (image.to(torch.int16) - last.to(torch.int16)).abs().float().mean() / 255.0
-    return state.output if difference.item() <= request.params.similarity_threshold else None
+    def _unchanged_output(
+        self, request: FrameRequest, image: torch.Tensor | None
+    ) -> np.ndarray | None:
+        """The session's last frame, if this request would make (nearly) the same one."""
+        state: DiffusionState = request.state
+        if state.output is None or state.output_params != self._frame_params(request.params):
+            return None
+        last = state.input_pixels
+        if image is None or last is None:
+            return state.output if image is None and last is None else None
+        if image.shape != last.shape:
+            return None
+        difference = (image.to(torch.int16) - last.to(torch.int16)).abs().float().mean() / 255.0
+        return state.output if difference.item() <= request.params.similarity_threshold else None
 
 
 def _to_model_input(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, height, width) in [-1, 1], scaled to cover and centre-cropped."""
+    """(H, W, 3) uint8 -> (3, height, width) in [-1, 1], scaled to cover and centre-cropped.
+
+    Normalised as diffusers' image processor does (``2 * (x / 255) - 1``), so an
+    input at the model's size becomes the very tensor diffusers' img2img encodes.
+    """
     height, width = size
     x = image.permute(2, 0, 1).unsqueeze(0).float()
     if x.shape[-2:] != (height, width):
@@ -523,7 +642,7 @@ def _to_model_input(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         x = F.interpolate(x, size=scaled, mode="bilinear", antialias=True, align_corners=False)
         top, left = (scaled[0] - height) // 2, (scaled[1] - width) // 2
         x = x[..., top : top + height, left : left + width]
-    return x[0] / 127.5 - 1.0
+    return 2.0 * (x[0] / 255.0) - 1.0
 
 
 def compile_unet(unet: Any, device: torch.device) -> Any:
@@ -562,6 +681,12 @@ def load_components(options: PipelineOptions) -> Components:
         encoders.append(
             load_component(CLIPTextModelWithProjection, folder, "text_encoder_2", torch_dtype=dtype)
         )
+    dual = len(encoders) == 2
+    if dual and index.get("requires_aesthetics_score"):
+        raise ValueError(
+            "this SDXL model conditions on an aesthetic score (a refiner): livegen serves "
+            "base and distilled SDXL models"
+        )
     vae_config = read_config(folder / "vae" / "config.json")
     vae: Any
     if options.tiny_vae:
@@ -578,14 +703,24 @@ def load_components(options: PipelineOptions) -> Components:
                 "model family (taesd for SD 1/2, taesdxl for SDXL)"
             )
     else:
-        vae = load_component(AutoencoderKL, folder, "vae", torch_dtype=dtype)
+        # SDXL's VAE overflows in float16: its pipelines run it in float32 when the config
+        # says force_upcast, and so does livegen (SD's pipelines do not upcast).
+        upcast = dual and dtype == torch.float16 and vae_config.get("force_upcast", True)
+        vae_dtype = torch.float32 if upcast else dtype
+        vae = load_component(AutoencoderKL, folder, "vae", torch_dtype=vae_dtype)
     scheduler_config = read_config(folder / "scheduler" / "scheduler_config.json")
     for module in (unet, vae, *encoders):
         module.to(device).eval().requires_grad_(False)
     return Components(
         unet=unet,
         vae=vae,
-        prompts=PromptEncoder(tokenizers, encoders, max_entries=options.prompt_cache_size),
+        prompts=PromptEncoder(
+            tokenizers,
+            encoders,
+            max_entries=options.prompt_cache_size,
+            # SDXL pipelines condition an empty negative prompt on zeros, as it was trained.
+            zeros_for_empty_negative=dual and index.get("force_zeros_for_empty_prompt", True),
+        ),
         scheduler_config=scheduler_config,
         vae_scale_factor=2 ** (len(vae_config["block_out_channels"]) - 1),
     )

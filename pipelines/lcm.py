@@ -2,16 +2,23 @@
 
 Components: as Stable Diffusion (or SDXL), plus LoRA adapters. A distilled LCM
 (its UNet has ``time_cond_proj_dim``) takes the guidance scale as an embedding,
-so guidance costs nothing. A base model made fast by an LCM-LoRA loaded with
-``--lora NAME=FILE`` uses ordinary classifier-free guidance when
-``guidance_scale`` is above 1 (1 to 2 is LCM-LoRA's range), which doubles the
-UNet batch; requests with and without guidance run in separate batches.
-Sessions switch adapters with the ``lora`` param; the base model stays loaded.
+so guidance costs nothing. A base model is made an LCM by an LCM-LoRA loaded as
+``--lora lcm=FILE``: every session runs with it, and when it is the only LoRA it
+is fused into the weights (a frame then costs what a distilled LCM costs). Other
+LoRAs switch per session with the ``lora`` param, on top of the LCM-LoRA. A base
+model uses ordinary classifier-free guidance when ``guidance_scale`` is above 1
+(1 to 2 is LCM-LoRA's range), which doubles the UNet batch; requests with and
+without guidance run in separate batches.
+
+Guidance follows diffusers: a distilled LCM embeds ``w - 1``
+(``LatentConsistencyModelPipeline``), a base model with the LoRA mixes
+``uncond + w * (cond - uncond)`` (``StableDiffusion(XL)Pipeline`` with an
+``LCMScheduler``).
 """
 
 from __future__ import annotations
 
-import math
+import logging
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -22,6 +29,9 @@ from pipelines.diffusion import FewStepPipeline
 from pipelines.prompts import PromptEmbedding
 from stream.params import Params
 
+log = logging.getLogger(__name__)
+
+LCM_LORA = "lcm"  # the name an LCM-LoRA is loaded under: --lora lcm=FILE
 # LCM's guidance embedding scales w like a timestep before the sinusoids.
 GUIDANCE_EMBEDDING_SCALE = 1000.0
 
@@ -40,6 +50,26 @@ class LCMPipeline(FewStepPipeline):
         guidance = 8.0 if self.guidance_embedded else 1.0
         return {"steps": 4, "strength": 0.5, "guidance_scale": guidance}
 
+    def find_standing_lora(self) -> str | None:
+        if self.guidance_embedded:
+            return None
+        if LCM_LORA not in self.loras:
+            log.warning(
+                "this UNet is not a distilled LCM (no guidance embedding) and no LCM-LoRA is "
+                "loaded: unless the LoRA is already fused into it, give one with "
+                "--lora lcm=FILE (latent-consistency/lcm-lora-sdv1-5 or lcm-lora-sdxl)"
+            )
+            return None
+        return LCM_LORA
+
+    def unused_params(self, params: Params) -> dict[str, Any]:
+        if self._uses_cfg(params):
+            return {}
+        if self.guidance_embedded:
+            return {"negative_prompt": ""}
+        # Without guidance a base model's frame depends on neither.
+        return {"negative_prompt": "", "guidance_scale": 1.0}
+
     def batch_key(self, request: FrameRequest) -> Hashable:
         base = super().batch_key(request)
         return (base, self._uses_cfg(request.params))
@@ -47,9 +77,9 @@ class LCMPipeline(FewStepPipeline):
     def timestep_cond(self, requests: Sequence[FrameRequest]) -> torch.Tensor | None:
         if not self.guidance_embedded:
             return None
-        scales = torch.tensor([r.params.guidance_scale - 1.0 for r in requests], device=self.device)
+        scales = torch.tensor([r.params.guidance_scale - 1 for r in requests])
         embedding = guidance_embedding(scales, self.unet.config.time_cond_proj_dim)
-        return embedding.to(self.dtype)
+        return embedding.to(self.device, self.dtype)
 
     def predict_noise(
         self,
@@ -60,7 +90,7 @@ class LCMPipeline(FewStepPipeline):
     ) -> torch.Tensor:
         if not self._uses_cfg(requests[0].params):
             return self.run_unet(sample, timesteps, embeddings, requests)
-        negatives = self.prompts([r.params.negative_prompt for r in requests])
+        negatives = self.prompts.negatives([r.params.negative_prompt for r in requests])
         both = self.run_unet(
             torch.cat([sample, sample]),
             torch.cat([timesteps, timesteps]),
@@ -77,12 +107,17 @@ class LCMPipeline(FewStepPipeline):
 
 
 def guidance_embedding(scales: torch.Tensor, dim: int) -> torch.Tensor:
-    """(batch,) guidance scales -> (batch, dim) sinusoidal embedding, as LCM was trained."""
+    """(batch,) values of ``w - 1`` -> (batch, dim) sinusoidal embedding, as LCM was trained.
+
+    In the order of operations of diffusers' ``get_guidance_scale_embedding``: the
+    angles reach thousands of radians, where a different rounding of the
+    frequencies shows in the embedding.
+    """
+    w = scales.float() * GUIDANCE_EMBEDDING_SCALE
     half = dim // 2
-    frequencies = torch.exp(
-        -math.log(10000.0) * torch.arange(half, device=scales.device) / (half - 1)
-    )
-    angles = (scales.float() * GUIDANCE_EMBEDDING_SCALE)[:, None] * frequencies[None, :]
+    step = torch.log(torch.tensor(10000.0)) / (half - 1)
+    frequencies = torch.exp(torch.arange(half, dtype=torch.float32) * -step)
+    angles = w[:, None] * frequencies[None, :]
     embedding = torch.cat([angles.sin(), angles.cos()], dim=1)
     if dim % 2:
         embedding = torch.nn.functional.pad(embedding, (0, 1))

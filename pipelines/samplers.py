@@ -1,114 +1,275 @@
 """Few-step samplers that give every sample in a batch its own timesteps.
 
-diffusers' schedulers keep one timestep schedule per call, but a batch here
-mixes sessions with different strengths. These samplers do the same math per
-sample, in the variance-preserving form ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) e``
-where ``a_t`` is the cumulative alpha product of the model's training schedule.
+diffusers' schedulers keep one schedule per call, but a batch here mixes
+sessions with different strengths. So each request's schedule comes from the
+diffusers scheduler itself (``set_timesteps``, read from the model's own
+scheduler config: spacing, offsets, prediction type, the LCM distillation
+grid), and the step math below is the scheduler's ``step``, written once more
+with per-sample coefficients and in the same order of operations, so that a
+request in a batch makes the frame the diffusers pipeline makes alone.
 
-``steps`` counts the UNet passes actually run. Timesteps are evenly spaced from
-``strength * T`` down ("trailing" spacing, as SD-Turbo and SDXL-Turbo were
-distilled with): one step at strength 1 is t=999, two steps at strength 0.5
-are t=499 and t=249, exactly what diffusers runs for 2 and 4 steps at that
-strength. A text-to-image request has strength 1 and starts from pure noise.
+``steps`` counts the UNet passes run, and ``strength`` (image to image) says
+how much of the input is replaced:
 
-- ``euler``: deterministic; each step moves to the next timestep along the
-  predicted noise (DDIM with eta 0, which Euler's method is in this form).
-- ``lcm``: latent consistency sampling: each step predicts a clean latent
-  (with LCM's boundary condition) and re-noises it to the next timestep with
-  fresh noise; the noise comes from the session's seed, so frames stay stable.
+- ``euler`` (``EulerDiscreteScheduler``, what SD-Turbo and SDXL-Turbo ship):
+  at strength 1 (text to image) the scheduler's own ``steps``-step schedule;
+  below 1, ``steps`` timesteps evenly spaced below ``strength * T`` in the
+  trailing style: ``round(strength * T * j / steps) - 1`` for j = steps..1.
+  That is diffusers' img2img with ``steps / strength`` inference steps
+  whenever that is a whole number (2 steps at 0.5: t = 499, 249, as with 4).
+- ``lcm`` (``LCMScheduler``): diffusers' own ``set_timesteps(steps,
+  strength=strength)``: the steps are picked from the distillation grid
+  (50 timesteps by default, cut below ``strength * T``), as the LCM
+  image-to-image pipeline runs them. Each step predicts a clean latent, applies
+  the consistency boundary condition and re-noises it with fresh noise from the
+  session's seed.
+
+The math runs in float32 whatever the model's dtype, as diffusers' schedulers
+do: dividing by sqrt(alpha) near t=999 amplifies rounding error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 SAMPLERS = ("euler", "lcm")
-# LCM's boundary condition constants (Song et al. consistency models; LCM paper).
-LCM_SIGMA_DATA = 0.5
-LCM_TIMESTEP_SCALING = 10.0
+SCHEDULE_CACHE_SIZE = 256  # (steps, strength) pairs: a slider visits a few dozen
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """One request's schedule: what the UNet is given and what the step needs.
+
+    ``levels`` is per sampler: Euler's sigmas (steps + 1, the last 0), LCM's
+    timesteps again as integers (steps + 1, the last repeating the final step,
+    as ``LCMScheduler.step`` does).
+    """
+
+    timesteps: torch.Tensor  # (steps,) float32
+    levels: torch.Tensor  # (steps + 1,)
+    init_scale: float  # text to image starts from noise times this
 
 
 def _unsqueeze(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(batch,) -> (batch, 1, 1, 1) in ``like``'s dtype, to scale latents per sample."""
-    return values.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+    """(batch,) -> (batch, 1, 1, 1), to scale latents per sample."""
+    return values.view(-1, *([1] * (like.ndim - 1)))
+
+
+def _scheduler_kwargs(cls: type[Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's fields that ``cls`` takes (the model may ship another scheduler)."""
+    import inspect
+
+    accepted = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in config.items() if k in accepted}
 
 
 class FewStepSampler:
-    def __init__(self, scheduler_config: Mapping[str, Any], device: torch.device) -> None:
-        # DDPMScheduler computes every beta schedule diffusers knows from a config.
-        from diffusers import DDPMScheduler
+    """The sampler one batch runs: ``euler`` or ``lcm``, per-sample schedules."""
 
-        known = {
-            k: v
-            for k, v in scheduler_config.items()
-            if k
-            in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
-        }
-        schedule: Any = DDPMScheduler(**known)  # type: ignore[no-untyped-call]
-        self.train_timesteps: int = schedule.config.num_train_timesteps
-        self.prediction_type: str = scheduler_config.get("prediction_type", "epsilon")
+    name: str
+
+    def __init__(self, scheduler: Any, device: torch.device) -> None:
+        self.scheduler = scheduler
+        self.device = device
+        self.train_timesteps: int = scheduler.config.num_train_timesteps
+        self.prediction_type: str = scheduler.config.prediction_type
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
-        self.timestep_scaling = float(
-            scheduler_config.get("timestep_scaling", LCM_TIMESTEP_SCALING)
+        self.alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
+        self._schedule = functools.lru_cache(maxsize=SCHEDULE_CACHE_SIZE)(self._make_schedule)
+
+    def step_noises(self, steps: int) -> int:
+        """How many fresh noises a request draws for its steps, after the initial one."""
+        return 0
+
+    def schedule(self, steps: int, strength: float) -> Schedule:
+        """The schedule of one request; ``ValueError`` when there is none for these values."""
+        return self._schedule(steps, float(strength))
+
+    def _make_schedule(self, steps: int, strength: float) -> Schedule:
+        raise NotImplementedError
+
+    def batch(self, schedules: Sequence[Schedule]) -> BatchSchedule:
+        return BatchSchedule(
+            timesteps=torch.stack([s.timesteps for s in schedules], dim=1).to(self.device),
+            levels=torch.stack([s.levels for s in schedules], dim=1).to(self.device),
+            init_scale=torch.tensor([s.init_scale for s in schedules], device=self.device),
         )
-        self.alphas_cumprod = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
 
-    def timesteps(self, strengths: torch.Tensor, steps: int) -> torch.Tensor:
-        """(steps, batch) integer timesteps, from ``strength * T`` down."""
-        fractions = torch.arange(steps, 0, -1, device=strengths.device) / steps  # (steps,)
-        starts = strengths.to(torch.float32) * self.train_timesteps  # (batch,)
-        timesteps = torch.floor(fractions[:, None] * starts[None, :]).long() - 1
-        return timesteps.clamp(0, self.train_timesteps - 1)
-
-    def add_noise(
-        self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+    def start(
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        text_only: torch.Tensor,
+        schedule: BatchSchedule,
     ) -> torch.Tensor:
-        alpha = self.alphas_cumprod[t]
-        return (
-            _unsqueeze(alpha.sqrt(), latents) * latents
-            + _unsqueeze((1 - alpha).sqrt(), latents) * noise
-        )
+        """The first sample: noised input latents, or scaled noise for text to image."""
+        raise NotImplementedError
 
-    def predict(
-        self, sample: torch.Tensor, model_output: torch.Tensor, t: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The clean latent and the noise the model sees in ``sample`` at ``t``."""
-        alpha = self.alphas_cumprod[t]
-        a, s = _unsqueeze(alpha.sqrt(), sample), _unsqueeze((1 - alpha).sqrt(), sample)
-        if self.prediction_type == "epsilon":
-            noise = model_output
-            clean = (sample - s * model_output) / a
-        else:  # v_prediction
-            clean = a * sample - s * model_output
-            noise = s * sample + a * model_output
-        return clean, noise
+    def model_input(self, sample: torch.Tensor, k: int, schedule: BatchSchedule) -> torch.Tensor:
+        return sample
 
     def step(
         self,
-        name: str,
         sample: torch.Tensor,
         model_output: torch.Tensor,
-        t: torch.Tensor,
-        t_next: torch.Tensor | None,
-        fresh_noise: torch.Tensor,
+        k: int,
+        schedule: BatchSchedule,
+        noise: torch.Tensor | None,
     ) -> torch.Tensor:
-        """One sampler step from ``t`` to ``t_next`` (None after the last step)."""
-        clean, noise = self.predict(sample, model_output.to(sample.dtype), t)
-        if name == "lcm":
-            clean = self._boundary_condition(sample, clean, t)
-            noise = fresh_noise
-        if t_next is None:
-            return clean
-        return self.add_noise(clean, noise, t_next)
+        """Step ``k`` of the schedule; ``noise`` is the step's fresh noise where it takes one."""
+        raise NotImplementedError
 
-    def _boundary_condition(
-        self, sample: torch.Tensor, clean: torch.Tensor, t: torch.Tensor
+
+@dataclass(frozen=True, slots=True)
+class BatchSchedule:
+    timesteps: torch.Tensor  # (steps, batch) float32: the UNet's timestep per sample
+    levels: torch.Tensor  # (steps + 1, batch)
+    init_scale: torch.Tensor  # (batch,)
+
+    def part(self, rows: slice) -> BatchSchedule:
+        """The schedule of some samples of the batch."""
+        return BatchSchedule(self.timesteps[:, rows], self.levels[:, rows], self.init_scale[rows])
+
+
+class EulerSampler(FewStepSampler):
+    """diffusers' ``EulerDiscreteScheduler`` (no churn), in its own sigma space."""
+
+    name = "euler"
+
+    def _make_schedule(self, steps: int, strength: float) -> Schedule:
+        scheduler = self.scheduler
+        if strength >= 1.0:
+            scheduler.set_timesteps(steps)
+            init_scale = float(scheduler.init_noise_sigma)
+        else:
+            fractions = torch.arange(steps, 0, -1, dtype=torch.float64) / steps
+            starts = strength * self.train_timesteps
+            trailing = torch.round(fractions * starts) - 1
+            scheduler.set_timesteps(timesteps=trailing.clamp(min=0).tolist())
+            init_scale = float(scheduler.sigmas[0])
+        sigmas = scheduler.sigmas.float().cpu()
+        return Schedule(scheduler.timesteps.float().cpu(), sigmas, init_scale)
+
+    def start(
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        text_only: torch.Tensor,
+        schedule: BatchSchedule,
     ) -> torch.Tensor:
-        scaled = t.to(torch.float32) * self.timestep_scaling
-        c_skip = LCM_SIGMA_DATA**2 / (scaled**2 + LCM_SIGMA_DATA**2)
-        c_out = scaled / (scaled**2 + LCM_SIGMA_DATA**2) ** 0.5
-        return _unsqueeze(c_out, clean) * clean + _unsqueeze(c_skip, sample) * sample
+        noised = latents + noise * _unsqueeze(schedule.levels[0], latents)
+        scaled = noise * _unsqueeze(schedule.init_scale, noise)
+        return torch.where(_unsqueeze(text_only, latents), scaled, noised)
+
+    def model_input(self, sample: torch.Tensor, k: int, schedule: BatchSchedule) -> torch.Tensor:
+        sigma = _unsqueeze(schedule.levels[k], sample)
+        return sample / ((sigma**2 + 1) ** 0.5)
+
+    def step(
+        self,
+        sample: torch.Tensor,
+        model_output: torch.Tensor,
+        k: int,
+        schedule: BatchSchedule,
+        noise: torch.Tensor | None,
+    ) -> torch.Tensor:
+        sigma = _unsqueeze(schedule.levels[k], sample)
+        model_output = model_output.to(torch.float32)
+        if self.prediction_type == "epsilon":
+            clean = sample - sigma * model_output
+        else:  # v_prediction
+            clean = model_output * (-sigma / (sigma**2 + 1) ** 0.5) + (sample / (sigma**2 + 1))
+        derivative = (sample - clean) / sigma
+        dt = _unsqueeze(schedule.levels[k + 1], sample) - sigma
+        return sample + derivative * dt
+
+
+class LCMSampler(FewStepSampler):
+    """diffusers' ``LCMScheduler``: consistency steps on the distillation grid."""
+
+    name = "lcm"
+
+    def __init__(self, scheduler: Any, device: torch.device) -> None:
+        super().__init__(scheduler, device)
+        config = scheduler.config
+        if config.thresholding:
+            raise ValueError("LCM with dynamic thresholding is not supported")
+        self.timestep_scaling = float(config.timestep_scaling)
+        self.clip_range = float(config.clip_sample_range) if config.clip_sample else None
+
+    def step_noises(self, steps: int) -> int:
+        return steps - 1
+
+    def _make_schedule(self, steps: int, strength: float) -> Schedule:
+        try:
+            self.scheduler.set_timesteps(steps, strength=strength)
+        except ValueError:
+            grid = self.scheduler.config.original_inference_steps
+            kept = int(grid * strength)
+            raise ValueError(
+                f"the lcm sampler at strength {strength:g} keeps {kept} of its {grid} "
+                f"timesteps, fewer than {steps} steps: use at most {kept} steps or a "
+                f"strength of at least {steps / grid:g}"
+            ) from None
+        timesteps = self.scheduler.timesteps.cpu()
+        levels = torch.cat([timesteps, timesteps[-1:]])
+        return Schedule(timesteps.float(), levels, float(self.scheduler.init_noise_sigma))
+
+    def start(
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        text_only: torch.Tensor,
+        schedule: BatchSchedule,
+    ) -> torch.Tensor:
+        alpha = _unsqueeze(self.alphas_cumprod[schedule.levels[0]], latents)
+        noised = alpha**0.5 * latents + (1 - alpha) ** 0.5 * noise
+        scaled = noise * _unsqueeze(schedule.init_scale, noise)
+        return torch.where(_unsqueeze(text_only, latents), scaled, noised)
+
+    def step(
+        self,
+        sample: torch.Tensor,
+        model_output: torch.Tensor,
+        k: int,
+        schedule: BatchSchedule,
+        noise: torch.Tensor | None,
+    ) -> torch.Tensor:
+        t = schedule.levels[k]
+        alpha = _unsqueeze(self.alphas_cumprod[t], sample)
+        beta = 1 - alpha
+        model_output = model_output.to(torch.float32)
+        if self.prediction_type == "epsilon":
+            clean = (sample - beta.sqrt() * model_output) / alpha.sqrt()
+        else:  # v_prediction
+            clean = alpha.sqrt() * sample - beta.sqrt() * model_output
+        if self.clip_range is not None:
+            clean = clean.clamp(-self.clip_range, self.clip_range)
+        # The consistency model's boundary condition (LCM paper, sigma_data 0.5).
+        scaled = t * self.timestep_scaling
+        c_skip = _unsqueeze(0.25 / (scaled**2 + 0.25), sample)
+        c_out = _unsqueeze(scaled / (scaled**2 + 0.25) ** 0.5, sample)
+        denoised = c_out * clean + c_skip * sample
+        if noise is None:
+            return denoised
+        alpha_next = _unsqueeze(self.alphas_cumprod[schedule.levels[k + 1]], sample)
+        return alpha_next.sqrt() * denoised + (1 - alpha_next).sqrt() * noise
+
+
+def make_sampler(
+    name: str, scheduler_config: Mapping[str, Any], device: torch.device
+) -> FewStepSampler:
+    """The sampler ``name`` over the beta schedule of the model's scheduler config."""
+    from diffusers import EulerDiscreteScheduler, LCMScheduler
+
+    cls, sampler = {
+        "euler": (EulerDiscreteScheduler, EulerSampler),
+        "lcm": (LCMScheduler, LCMSampler),
+    }[name]
+    return sampler(cls(**_scheduler_kwargs(cls, scheduler_config)), device)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.diffusion import FewStepPipeline
+from stream.params import Params
 
 
 class SDTurboPipeline(FewStepPipeline):
@@ -22,3 +23,7 @@ class SDTurboPipeline(FewStepPipeline):
 
     def family_defaults(self) -> dict[str, Any]:
         return {"steps": 1, "strength": 0.5, "guidance_scale": 0.0}
+
+    def unused_params(self, params: Params) -> dict[str, Any]:
+        # Distilled without guidance: an edit of these must not rerun the model.
+        return {"negative_prompt": "", "guidance_scale": 0.0}

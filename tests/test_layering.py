@@ -2,7 +2,7 @@
 
 server -> stream, server -> pipelines, pipelines -> kernels; never the reverse.
 stream imports no asyncio, sockets or torch; pipelines no asyncio and nothing
-from server.
+from server. kernels/ is imported as ``livegen_kernels`` (kernels/README.md).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ FORBIDDEN = {
         "torch",
         "server",
         "pipelines",
-        "kernels",
+        "livegen_kernels",
         "prometheus_client",
     },
     "pipelines": {"asyncio", "socket", "websockets", "uvloop", "aiortc", "server"},
@@ -48,3 +48,29 @@ def test_package_imports_respect_the_dependency_direction(package):
         for path in sorted((ROOT / package).rglob("*.py"))
     }
     assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def test_our_kernels_folder_never_stands_in_for_hugging_faces_kernels() -> None:
+    # transformers depends on Hugging Face's ``kernels``, and diffusers imports it when it
+    # is installed; the repository root is on sys.path here (pytest), as in ``python -m``.
+    import importlib.metadata
+    import importlib.util
+    import sys
+
+    import diffusers.utils
+
+    import livegen_kernels
+
+    assert str(ROOT) in [str(Path(entry or ".").resolve()) for entry in sys.path]
+    assert not (ROOT / "kernels" / "__init__.py").exists()
+    assert list(livegen_kernels.__path__)[0] == str(ROOT / "kernels")
+    spec = importlib.util.find_spec("kernels")
+    assert spec is not None and spec.origin != str(ROOT / "kernels" / "__init__.py")
+    try:
+        importlib.metadata.version("kernels")
+    except importlib.metadata.PackageNotFoundError:
+        assert diffusers.utils.is_kernels_available() is False
+    else:
+        # The real one: importing what diffusers takes from it works.
+        assert diffusers.utils.is_kernels_available() is True
+        from diffusers import AutoencoderKL  # noqa: F401  # imports diffusers.loaders.peft

@@ -101,18 +101,6 @@ def test_loading_says_which_dtype_auto_chose(
     assert f"weights in {chosen} on cpu (--dtype auto)" in caplog.messages
 
 
-def test_our_kernels_package_is_not_taken_for_hugging_faces(tiny_models: TinyModels) -> None:
-    # diffusers and transformers probe for an optional package also named ``kernels``.
-    import diffusers.utils
-    import transformers.utils
-
-    import kernels
-
-    assert Path(kernels.__file__).parent.parent == Path(__file__).parent.parent.parent
-    assert diffusers.utils.is_kernels_available() is False
-    assert transformers.utils.is_kernels_available() is False
-
-
 @pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads Linux's CPU flags")
 def test_auto_dtype_is_bfloat16_on_a_cpu_with_amx_and_float32_on_one_without() -> None:
     flags = Path("/proc/cpuinfo").read_text().split()
