@@ -173,17 +173,25 @@ def resolve_params(defaults: Params, fal_input: FalInput, seed_if_absent: int) -
     Fields it leaves out take ``defaults`` (the pipeline's); a missing seed takes
     ``seed_if_absent`` (fal draws a random one and returns it in the result).
 
-    ``num_inference_steps`` is mapped to the UNet passes that diffusers would
-    run, which livegen's ``steps`` counts: with the LCM sampler all of them
-    (spread below ``strength``), with the others ``int(steps * strength)``, at
-    least one, for image-to-image (diffusers' img2img truncates the schedule).
+    ``num_inference_steps`` and ``strength`` take diffusers' meaning, mapped to
+    livegen's (``steps`` counts the UNet passes run): for image to image with
+    the Euler sampler, diffusers' img2img keeps the last ``int(n * strength)``
+    steps of an n-step schedule, which are livegen's that many steps at strength
+    ``steps / n`` (the same timesteps; at least one step, at the strength asked,
+    where ``n * strength`` is under 1). The LCM sampler runs all n steps below
+    ``strength``, as diffusers' LCM img2img does and livegen's own ``steps``.
     """
     params = defaults.updated(fal_input.patch)
     seed = seed_if_absent if fal_input.seed is None else fal_input.seed
-    steps = fal_input.num_inference_steps
-    if steps is not None and fal_input.image is not None and params.scheduler != "lcm":
-        steps = max(1, int(steps * params.strength))
-    return replace(params, seed=seed, steps=params.steps if steps is None else steps)
+    n = fal_input.num_inference_steps
+    if n is None:
+        return replace(params, seed=seed)
+    if fal_input.image is None or params.scheduler == "lcm":
+        return replace(params, seed=seed, steps=n)
+    kept = int(n * params.strength)
+    if kept < 1:
+        return replace(params, seed=seed, steps=1)
+    return replace(params, seed=seed, steps=kept, strength=kept / n)
 
 
 def parse_fal_input(

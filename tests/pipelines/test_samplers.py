@@ -1,90 +1,146 @@
-"""Few-step samplers: timesteps per sample, and the math that moves between them."""
+"""Few-step samplers: each request's timesteps, and the math that moves between them.
+
+The schedules are checked against numbers worked out by hand from diffusers'
+definitions (trailing spacing rounds; LCM picks from its 50-step distillation
+grid), on the published scheduler configs kept in tests/data/configs.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from pipelines.samplers import FewStepSampler
+from pipelines.samplers import FewStepSampler, make_sampler
 
-CONFIG = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-}
+CONFIGS = Path(__file__).resolve().parent.parent / "data" / "configs"
+CPU = torch.device("cpu")
 
 
-def sampler(**config: object) -> FewStepSampler:
-    return FewStepSampler({**CONFIG, **config}, torch.device("cpu"))
+def published(repo: str) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads(
+        (CONFIGS / repo / "scheduler" / "scheduler_config.json").read_text()
+    )
+    return config
+
+
+def euler(**changes: Any) -> FewStepSampler:
+    return make_sampler("euler", published("stabilityai--sd-turbo") | changes, CPU)
+
+
+def lcm(**changes: Any) -> FewStepSampler:
+    return make_sampler("lcm", published("SimianLuo--LCM_Dreamshaper_v7") | changes, CPU)
 
 
 @pytest.mark.parametrize(
-    ("strength", "steps", "expected"),
+    ("steps", "strength", "expected"),
     [
-        # What diffusers' trailing spacing runs: 1 to 4 steps from t=999, and at
-        # strength 0.5 the second half of twice as many steps.
-        (1.0, 1, [999]),
-        (1.0, 2, [999, 499]),
-        (1.0, 4, [999, 749, 499, 249]),
-        (0.5, 1, [499]),
-        (0.5, 2, [499, 249]),
-        (0.0, 1, [0]),
+        # Trailing spacing, rounded: 3 steps are 999, 666, 332 (flooring gives 665).
+        (1, 1.0, [999]),
+        (2, 1.0, [999, 499]),
+        (3, 1.0, [999, 666, 332]),
+        (4, 1.0, [999, 749, 499, 249]),
+        # Below strength 1: diffusers' img2img with steps / strength inference steps.
+        (1, 0.5, [499]),
+        (2, 0.5, [499, 249]),
+        (3, 0.75, [749, 499, 249]),
+        (2, 0.75, [749, 374]),  # no whole diffusers step count: still evenly spaced
+        (1, 0.0, [0]),
     ],
 )
-def test_timesteps_are_evenly_spaced_down_from_strength_times_t(
-    strength: float, steps: int, expected: list[int]
+def test_euler_timesteps(steps: int, strength: float, expected: list[int]) -> None:
+    assert euler().schedule(steps, strength).timesteps.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("steps", "strength", "expected"),
+    [
+        # LCM's distillation grid (every 20th timestep), not evenly spaced timesteps.
+        (1, 1.0, [999]),
+        (2, 1.0, [999, 499]),
+        (3, 1.0, [999, 679, 339]),
+        (4, 1.0, [999, 759, 499, 259]),
+        (8, 1.0, [999, 879, 759, 639, 499, 379, 259, 139]),
+        # Image to image: the grid cut below strength * T, all steps run.
+        (4, 0.5, [499, 379, 259, 139]),
+        (2, 0.5, [499, 259]),
+    ],
+)
+def test_lcm_timesteps_come_from_the_distillation_grid(
+    steps: int, strength: float, expected: list[int]
 ) -> None:
-    timesteps = sampler().timesteps(torch.tensor([strength]), steps)
-    assert timesteps[:, 0].tolist() == expected
+    assert lcm().schedule(steps, strength).timesteps.tolist() == expected
 
 
-def test_each_sample_in_a_batch_gets_its_own_timesteps() -> None:
-    timesteps = sampler().timesteps(torch.tensor([1.0, 0.5, 0.25]), 2)
-    assert timesteps.tolist() == [[999, 499, 249], [499, 249, 124]]
+def test_lcm_at_a_strength_with_too_few_timesteps_says_what_would_work() -> None:
+    with pytest.raises(ValueError, match="keeps 2 of its 50 timesteps, fewer than 4 steps"):
+        lcm().schedule(4, 0.05)
+
+
+def test_euler_text_to_image_starts_from_noise_times_the_largest_sigma() -> None:
+    sampler = euler()
+    schedule = sampler.batch([sampler.schedule(1, 1.0)])
+    noise = torch.randn((1, 4, 2, 2), generator=torch.Generator().manual_seed(0))
+    start = sampler.start(torch.zeros_like(noise), noise, torch.tensor([True]), schedule)
+    sigma_max = ((1 - sampler.alphas_cumprod[999]) / sampler.alphas_cumprod[999]) ** 0.5
+    torch.testing.assert_close(start, noise * sigma_max)
+    assert sigma_max > 14  # unit noise would be 15x too small
+
+
+def test_each_sample_in_a_batch_keeps_its_own_schedule() -> None:
+    sampler = euler()
+    schedule = sampler.batch([sampler.schedule(2, 1.0), sampler.schedule(2, 0.5)])
+    assert schedule.timesteps.tolist() == [[999, 499], [499, 249]]
+    assert schedule.part(slice(1, 2)).timesteps.tolist() == [[499], [249]]
+
+
+def perfect_prediction(
+    sampler: FewStepSampler, clean: torch.Tensor, noise: torch.Tensor, t: int
+) -> torch.Tensor:
+    """What a perfect model outputs at ``t`` for its prediction type."""
+    alpha = sampler.alphas_cumprod[t]
+    if sampler.prediction_type == "epsilon":
+        return noise
+    return alpha.sqrt() * noise - (1 - alpha).sqrt() * clean
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_predict_recovers_what_add_noise_mixed(prediction_type: str) -> None:
-    s = sampler(prediction_type=prediction_type)
-    generator = torch.Generator().manual_seed(0)
-    clean, noise = torch.randn((2, 2, 1, 4, 4), generator=generator)  # two (2, 1, 4, 4)
-    t = torch.tensor([100, 900])
-    noisy = s.add_noise(clean, noise, t)
-    alpha = s.alphas_cumprod[t].view(-1, 1, 1, 1)
-    # What a perfect model would output for each prediction type.
-    target = (
-        noise if prediction_type == "epsilon" else alpha.sqrt() * noise - (1 - alpha).sqrt() * clean
-    )
+@pytest.mark.parametrize("make", [euler, lcm], ids=["euler", "lcm"])
+def test_one_step_with_a_perfect_model_recovers_the_clean_latent(
+    make: Any, prediction_type: str
+) -> None:
+    sampler = make(prediction_type=prediction_type)
+    clean, noise = torch.randn((2, 1, 4, 8, 8), generator=torch.Generator().manual_seed(1))
+    schedule = sampler.batch([sampler.schedule(1, 0.5)])
+    t = int(schedule.timesteps[0, 0])
+    sample = sampler.start(clean, noise, torch.tensor([False]), schedule)
+    model_input = sampler.model_input(sample, 0, schedule)
+    # Whatever the sampler's own space, the UNet sees sqrt(a) x0 + sqrt(1 - a) e.
+    alpha = sampler.alphas_cumprod[t]
+    torch.testing.assert_close(model_input, alpha.sqrt() * clean + (1 - alpha).sqrt() * noise)
 
-    predicted_clean, predicted_noise = s.predict(noisy, target, t)
+    out = sampler.step(sample, perfect_prediction(sampler, clean, noise, t), 0, schedule, None)
 
-    torch.testing.assert_close(predicted_clean, clean, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(predicted_noise, noise, atol=1e-4, rtol=1e-4)
-
-
-def test_the_last_euler_step_returns_the_clean_prediction() -> None:
-    s = sampler()
-    clean, noise = torch.randn((2, 1, 4, 4), generator=torch.Generator().manual_seed(1))
-    t = torch.tensor([999])
-    out = s.step("euler", s.add_noise(clean, noise, t), noise, t, None, torch.zeros_like(noise))
+    # LCM's boundary condition leaves a trace of the noisy sample at t=499: c_skip ~ 1e-6.
     torch.testing.assert_close(out, clean, atol=1e-3, rtol=1e-3)
 
 
 def test_an_lcm_step_renoises_with_the_fresh_noise_it_is_given() -> None:
-    s = sampler()
-    clean, noise, fresh = torch.randn((3, 1, 4, 4), generator=torch.Generator().manual_seed(2))
-    t, t_next = torch.tensor([999]), torch.tensor([499])
-    sample = s.add_noise(clean, noise, t)
+    sampler = lcm()
+    clean, noise, fresh = torch.randn((3, 1, 4, 8, 8), generator=torch.Generator().manual_seed(2))
+    schedule = sampler.batch([sampler.schedule(2, 1.0)])  # 999, then 499
+    sample = sampler.start(clean, noise, torch.tensor([False]), schedule)
 
-    euler = s.step("euler", sample, noise, t, t_next, fresh)
-    lcm = s.step("lcm", sample, noise, t, t_next, fresh)
+    out = sampler.step(sample, noise, 0, schedule, fresh)
 
-    # At t=999 LCM's boundary condition is almost the identity on the clean estimate.
-    torch.testing.assert_close(euler, s.add_noise(clean, noise, t_next), atol=1e-3, rtol=1e-3)
-    torch.testing.assert_close(lcm, s.add_noise(clean, fresh, t_next), atol=1e-2, rtol=1e-2)
+    alpha = sampler.alphas_cumprod[499]
+    expected = alpha.sqrt() * clean + (1 - alpha).sqrt() * fresh
+    torch.testing.assert_close(out, expected, atol=1e-3, rtol=1e-3)
 
 
 def test_an_unknown_prediction_type_is_refused() -> None:
     with pytest.raises(ValueError, match="unsupported prediction type 'sample'"):
-        sampler(prediction_type="sample")
+        euler(prediction_type="sample")

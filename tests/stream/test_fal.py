@@ -276,19 +276,23 @@ def test_an_input_takes_the_pipelines_defaults_for_what_it_leaves_out():
 
 
 @pytest.mark.parametrize(
-    ("fields", "scheduler", "steps"),
+    ("fields", "scheduler", "steps", "strength"),
     [
-        ({"num_inference_steps": 2, "strength": 0.5}, "euler", 1),  # diffusers' img2img
-        ({"num_inference_steps": 4, "strength": 0.83}, "euler", 3),
-        ({"num_inference_steps": 3, "strength": 0.44}, "euler", 1),
-        ({"num_inference_steps": 1, "strength": 0.3}, "euler", 1),  # at least one pass
-        ({"num_inference_steps": 4, "strength": 0.5}, "lcm", 4),  # LCM spreads them all
+        # diffusers' img2img keeps int(n * strength) steps of n: the same timesteps
+        # as livegen's that many steps at strength steps / n.
+        ({"num_inference_steps": 2, "strength": 0.5}, "euler", 1, 0.5),
+        ({"num_inference_steps": 4, "strength": 0.83}, "euler", 3, 0.75),
+        ({"num_inference_steps": 3, "strength": 0.44}, "euler", 1, 1 / 3),
+        ({"num_inference_steps": 1, "strength": 0.3}, "euler", 1, 0.3),  # one pass at least
+        ({"num_inference_steps": 4, "strength": 0.5}, "lcm", 4, 0.5),  # LCM runs them all
     ],
 )
-def test_num_inference_steps_counts_the_passes_diffusers_runs(fields, scheduler, steps):
+def test_num_inference_steps_and_strength_take_diffusers_meaning(
+    fields, scheduler, steps, strength
+):
     defaults = Params(scheduler=scheduler)
     params = resolve_params(defaults, parse(image_url=JPEG, **fields), seed_if_absent=0)
-    assert params.steps == steps
+    assert (params.steps, params.strength) == (steps, pytest.approx(strength))
 
 
 def test_text_to_image_runs_every_step_asked_for():
