@@ -46,8 +46,8 @@ class LCMPipeline(FewStepPipeline):
         return self.unet.config.time_cond_proj_dim is not None
 
     def family_defaults(self) -> dict[str, Any]:
-        # Distilled LCMs were trained with w around 8; LCM-LoRA wants 1 (no CFG) to 2.
-        guidance = 8.0 if self.guidance_embedded else 1.0
+        # diffusers' default for a distilled LCM; LCM-LoRA wants 1 (no CFG) to 2.
+        guidance = 8.5 if self.guidance_embedded else 1.0
         return {"steps": 4, "strength": 0.5, "guidance_scale": guidance}
 
     def find_standing_lora(self) -> str | None:
