@@ -119,6 +119,7 @@ class FewStepPipeline(Pipeline):
         self.vae: Any = components.vae
         self.prompts = components.prompts
         self.dtype = next(self.unet.parameters()).dtype
+        self.scheduler_class: str = components.scheduler_config.get("_class_name", "")
         self.samplers: dict[str, FewStepSampler] = {
             name: make_sampler(name, components.scheduler_config, self.device) for name in SAMPLERS
         }

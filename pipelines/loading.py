@@ -19,12 +19,34 @@ import torch
 
 log = logging.getLogger(__name__)
 
-# Files a diffusers pipeline folder needs: configs, tokenizers, safetensors
-# weights. Half-precision duplicates and other formats are skipped.
-_HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
+# Files a diffusers folder needs: configs, tokenizers, safetensors weights, in a
+# pipeline's component folders or at the top of a one-model repository (TAESD). A
+# single-file checkpoint beside a pipeline's folders (sd-turbo's 5 GB
+# sd_turbo.safetensors), half-precision duplicates and other formats are skipped.
+_HUB_PATTERNS = [
+    "*.json",
+    "*.txt",
+    "*.model",
+    "*/*.safetensors",
+    "diffusion_pytorch_model*.safetensors",
+]
 _HUB_SKIPPED = ["*.fp16.safetensors", "*fp16*", "*.bin", "*.ckpt", "*.onnx", "*.msgpack"]
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+# What each kind of folder is, for the errors: how to give one, and, for a component
+# class, what to pass when the folder holds some other class.
+_TINY_VAE = (
+    "a tiny VAE is TAESD, a small autoencoder (AutoencoderTiny) that stands in for the model's "
+    "own VAE: madebyollin/taesd for SD 1/2 and SD-Turbo, madebyollin/taesdxl for SDXL"
+)
+_HOW_TO_GIVE = {
+    "model": "the folder a diffusers pipeline was saved to (it holds model_index.json), or a "
+    "hub id such as stabilityai/sd-turbo",
+    "tiny VAE": "a folder that holds a tiny autoencoder's config.json and weights, or its hub "
+    f"id; {_TINY_VAE}",
+}
+_CLASS_HINTS = {"AutoencoderTiny": _TINY_VAE}
 
 
 def cpu_has_amx() -> bool:
@@ -66,9 +88,8 @@ def resolve_model(model: str | None, *, what: str = "model") -> Path:
         return path
     if model.startswith(("/", ".", "~")) or model.count("/") != 1:
         raise ModelNotFound(
-            f"{what} {model!r} is not a folder: looked for {path.resolve()}. Pass the folder "
-            "a diffusers pipeline was saved to (it holds model_index.json), or a hub id "
-            "such as stabilityai/sd-turbo"
+            f"{what} {model!r} is not a folder: looked for {path.resolve()}. Pass "
+            f"{_HOW_TO_GIVE[what]}"
         )
     return _from_hub(model, what)
 
@@ -131,6 +152,7 @@ def load_component(cls: type[Any], folder: Path, subfolder: str | None, **kwargs
     where = folder / subfolder if subfolder else folder
     if not where.is_dir():
         raise ModelNotFound(f"{folder} has no {subfolder}/ folder, which this pipeline needs")
+    _check_class(cls, where)
     started = time.perf_counter()
     log.info("loading %s from %s", cls.__name__, where)
     try:
@@ -144,3 +166,27 @@ def load_component(cls: type[Any], folder: Path, subfolder: str | None, **kwargs
     else:
         log.info("loaded %s in %.2f s", cls.__name__, elapsed)
     return component
+
+
+def _check_class(cls: type[Any], where: Path) -> None:
+    """Refuse a folder that holds another class than ``cls``, before loading it.
+
+    diffusers would load an AutoencoderKL's folder as an AutoencoderTiny, leave every weight
+    unset and fail later with "Cannot copy out of meta tensor". A diffusers model's
+    config.json names its class; transformers' configs and tokenizers name none.
+    """
+    hint = f"; {_CLASS_HINTS[cls.__name__]}" if cls.__name__ in _CLASS_HINTS else ""
+    config = where / "config.json"
+    if not config.is_file():
+        if (where / "model_index.json").is_file():
+            raise ModelNotFound(
+                f"{where} holds a whole diffusers pipeline (model_index.json), not the "
+                f"{cls.__name__} needed here{hint}"
+            )
+        return
+    found = read_config(config).get("_class_name")
+    if found is not None and found != cls.__name__:
+        raise ModelNotFound(
+            f"{where} holds {found} (config.json's _class_name), not the {cls.__name__} "
+            f"needed here{hint}"
+        )

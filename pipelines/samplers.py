@@ -17,6 +17,9 @@ how much of the input is replaced:
   trailing style: ``round(strength * T * j / steps) - 1`` for j = steps..1.
   That is diffusers' img2img with ``steps / strength`` inference steps
   whenever that is a whole number (2 steps at 0.5: t = 499, 249, as with 4).
+- ``euler_a`` (``EulerAncestralDiscreteScheduler``, what SDXL-Turbo ships):
+  Euler's timesteps; each step re-noises with fresh noise from the session's
+  seed, as diffusers draws it.
 - ``lcm`` (``LCMScheduler``): diffusers' own ``set_timesteps(steps,
   strength=strength)``: the steps are picked from the distillation grid
   (50 timesteps by default, cut below ``strength * T``), as the LCM
@@ -37,7 +40,13 @@ from typing import Any
 
 import torch
 
-SAMPLERS = ("euler", "lcm")
+SAMPLERS = ("euler", "euler_a", "lcm")
+# The sampler that runs what a model's own scheduler config names.
+SAMPLER_OF_SCHEDULER = {
+    "EulerDiscreteScheduler": "euler",
+    "EulerAncestralDiscreteScheduler": "euler_a",
+    "LCMScheduler": "lcm",
+}
 SCHEDULE_CACHE_SIZE = 256  # (steps, strength) pairs: a slider visits a few dozen
 
 
@@ -190,6 +199,42 @@ class EulerSampler(FewStepSampler):
         return sample + derivative * dt
 
 
+class EulerAncestralSampler(EulerSampler):
+    """diffusers' ``EulerAncestralDiscreteScheduler`` (what SDXL-Turbo ships).
+
+    Its schedule is Euler's (the same timesteps and sigmas); each step goes down
+    to ``sigma_down`` and adds fresh noise up to the next sigma. The last step's
+    noise is scaled by zero, so it is not drawn.
+    """
+
+    name = "euler_a"
+
+    def step_noises(self, steps: int) -> int:
+        return steps - 1
+
+    def step(
+        self,
+        sample: torch.Tensor,
+        model_output: torch.Tensor,
+        k: int,
+        schedule: BatchSchedule,
+        noise: torch.Tensor | None,
+    ) -> torch.Tensor:
+        sigma = _unsqueeze(schedule.levels[k], sample)
+        sigma_to = _unsqueeze(schedule.levels[k + 1], sample)
+        model_output = model_output.to(torch.float32)
+        if self.prediction_type == "epsilon":
+            clean = sample - sigma * model_output
+        else:  # v_prediction
+            clean = model_output * (-sigma / (sigma**2 + 1) ** 0.5) + (sample / (sigma**2 + 1))
+        sigma_up = (sigma_to**2 * (sigma**2 - sigma_to**2) / sigma**2) ** 0.5
+        sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
+        derivative = (sample - clean) / sigma
+        dt = sigma_down - sigma
+        moved = sample + derivative * dt
+        return moved if noise is None else moved + noise * sigma_up
+
+
 class LCMSampler(FewStepSampler):
     """diffusers' ``LCMScheduler``: consistency steps on the distillation grid."""
 
@@ -269,7 +314,9 @@ def make_sampler(
     from diffusers import EulerDiscreteScheduler, LCMScheduler
 
     cls, sampler = {
+        # The ancestral sampler's schedule is Euler's, and only Euler takes custom timesteps.
         "euler": (EulerDiscreteScheduler, EulerSampler),
+        "euler_a": (EulerDiscreteScheduler, EulerAncestralSampler),
         "lcm": (LCMScheduler, LCMSampler),
     }[name]
     return sampler(cls(**_scheduler_kwargs(cls, scheduler_config)), device)

@@ -4,7 +4,8 @@ Components: a UNet, a CLIP text encoder (two for SDXL-Turbo, found in the
 folder's ``model_index.json``) and the VAE, or TAESD in its place. Text to image
 and image to image (a sketch or a webcam frame in). These models were distilled
 to run without classifier-free guidance, so ``guidance_scale`` is not used and
-``negative_prompt`` has no effect. Everything else is in
+``negative_prompt`` has no effect. Sessions start on the sampler the model's
+scheduler config names. Everything else is in
 :mod:`pipelines.diffusion`.
 """
 
@@ -13,13 +14,18 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.diffusion import FewStepPipeline
+from pipelines.samplers import SAMPLER_OF_SCHEDULER
 from stream.params import Params
 
 
 class SDTurboPipeline(FewStepPipeline):
     name = "sd-turbo"
     max_steps = 4
-    default_sampler = "euler"
+
+    @property
+    def default_sampler(self) -> str:  # type: ignore[override]
+        # The model's own: Euler for SD-Turbo, Euler ancestral for SDXL-Turbo.
+        return SAMPLER_OF_SCHEDULER.get(self.scheduler_class, "euler")
 
     def family_defaults(self) -> dict[str, Any]:
         return {"steps": 1, "strength": 0.5, "guidance_scale": 0.0}

@@ -60,26 +60,36 @@ async def start_server() -> AsyncIterator[StartServer]:
 
 @dataclass(frozen=True)
 class TinyModels:
-    """Folders of tiny random-weight models, saved with ``save_pretrained``."""
+    """Folders of tiny random-weight models built from the published configs, saved with
+    ``save_pretrained`` (see tests/models.py), and LoRA files for them."""
 
     sd_turbo: Path
     sdxl_turbo: Path
-    lcm: Path
+    lcm: Path  # LCM_Dreamshaper_v7: LCMScheduler and a guidance-embedding UNet
+    sd_base: Path  # Stable Diffusion 1.5
+    sdxl_base: Path  # SDXL base 1.0
     taesd: Path
-    lora: Path  # a LoRA .safetensors file for the sd-turbo UNet
+    taesdxl: Path
+    lora: Path  # a style LoRA for the sd_turbo UNet
+    lcm_lora_sd: Path  # an LCM-LoRA for sd_base
+    lcm_lora_sdxl: Path  # an LCM-LoRA for sdxl_base
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     # Imported here: diffusers takes seconds to import, and most tests never need it.
-    from tests.models import save_lora, save_model, save_tiny_autoencoder
+    from tests.models import save_lcm_lora, save_lora, save_model, save_tiny_autoencoder
 
     root = tmp_path_factory.mktemp("models")
-    sd_turbo = save_model(root / "sd-turbo", family="sd-turbo")
+    folders = {
+        family.replace("-", "_"): save_model(root / family, family=family)
+        for family in ("sd-turbo", "sdxl-turbo", "lcm", "sd-base", "sdxl-base")
+    }
     return TinyModels(
-        sd_turbo=sd_turbo,
-        sdxl_turbo=save_model(root / "sdxl-turbo", family="sdxl-turbo"),
-        lcm=save_model(root / "lcm", family="lcm"),
-        taesd=save_tiny_autoencoder(root / "taesd"),
-        lora=save_lora(root / "sketchy.safetensors", sd_turbo),
+        **folders,
+        taesd=save_tiny_autoencoder(root / "taesd", family="sd"),
+        taesdxl=save_tiny_autoencoder(root / "taesdxl", family="sdxl"),
+        lora=save_lora(root / "sketchy.safetensors", folders["sd_turbo"]),
+        lcm_lora_sd=save_lcm_lora(root / "lcm-lora-sd.safetensors", folders["sd_base"]),
+        lcm_lora_sdxl=save_lcm_lora(root / "lcm-lora-sdxl.safetensors", folders["sdxl_base"]),
     )

@@ -1,38 +1,95 @@
-"""Random-weight diffusers model folders, built locally without downloading anything: tiny
-ones for unit tests (a 64x64 frame takes well under a second on a CPU) and the full SD-Turbo
-architecture for the benchmark, plus a TAESD-architecture autoencoder and a LoRA file in
-diffusers' format. The weights are random, so the images are noise, but the pipeline classes,
-configs and folder layouts are those of the real models (with a small local vocabulary).
+"""Random-weight diffusers model folders built from the published configs, offline.
+
+Every model is made from the config files of its real repository, kept in ``tests/data/configs``
+(``tests/data/configs/README.md`` says where each came from). ``size="full"`` is the published
+config unchanged (the benchmark runs the full SD-Turbo architecture); ``size="tiny"`` shrinks only
+widths and depths, so that a 64x64 frame takes well under a second on a CPU, and keeps every field
+that changes behaviour (schedule, prediction type, spacing, VAE scaling and upcasting, the
+guidance and size/crop embeddings, block types, activations, padding tokens) at its published
+value. Also here: TAESD and TAESDXL, a style LoRA, an LCM-LoRA shaped like the published ones,
+and a VAE that overflows in float16. The weights are random, so the images are noise; the
+vocabulary is a small local one.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import torch
-from diffusers import (
-    AutoencoderKL,
-    AutoencoderTiny,
-    DiffusionPipeline,
-    EulerDiscreteScheduler,
-    LatentConsistencyModelPipeline,
-    LCMScheduler,
-    StableDiffusionPipeline,
-    StableDiffusionXLPipeline,
-    UNet2DConditionModel,
-)
+import transformers
+from diffusers import AutoencoderTiny, UNet2DConditionModel
 from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig, get_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 from tokenizers.pre_tokenizers import ByteLevel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTokenizer
 
-FAMILIES = ("sd-turbo", "sdxl-turbo", "lcm")
+CONFIGS = Path(__file__).parent / "data" / "configs"
+# Each family's published pipeline repository, as its folder under CONFIGS.
+REPOSITORIES = {
+    "sd-turbo": "stabilityai--sd-turbo",
+    "sdxl-turbo": "stabilityai--sdxl-turbo",
+    "lcm": "SimianLuo--LCM_Dreamshaper_v7",
+    "sd-base": "runwayml--stable-diffusion-v1-5",
+    "sdxl-base": "stabilityai--stable-diffusion-xl-base-1.0",
+}
+TINY_AUTOENCODERS = {"sd": "madebyollin--taesd", "sdxl": "madebyollin--taesdxl"}
+FAMILIES = tuple(REPOSITORIES)
 SIZES = ("tiny", "full")
 CPU = torch.device("cpu")
+
+# Components the real repositories ship that these folders leave out: the safety checker is a
+# model of its own, and nothing here runs it or an image prompt.
+UNBUILT = ("safety_checker", "feature_extractor", "image_encoder")
+
+# Tiny widths. UNet channels stay multiples of the published 32 norm groups.
+TINY_UNET_CHANNELS = (32, 64, 64, 64)
+TINY_HEAD_CHANNELS = 16
+TINY_TRANSFORMER_DEPTH = 2  # SDXL's (1, 2, 10) becomes (1, 2, 2)
+TINY_TIME_EMBED_DIM = 8  # SDXL embeds each size/crop number in 256 dimensions
+# Widths that differ from each other, as the real ones do (768, 1280 and SDXL's pooled 1280):
+# taking one encoder's output, or its unprojected pooled output, for another breaks shapes.
+TINY_TEXT = {
+    "text_encoder": {"hidden_size": 32, "projection_dim": 32},
+    "text_encoder_2": {"hidden_size": 48, "projection_dim": 40},
+}
+TINY_TEXT_SHAPE = {"intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
+TINY_VAE = {"block_out_channels": (16, 32, 32, 32), "layers_per_block": 1, "norm_num_groups": 8}
+TINY_TAESD_CHANNELS = 8
+
+# The target modules of diffusers' LCM-LoRA training scripts
+# (examples/consistency_distillation/train_lcm_distill_lora_sd*.py), which made the published
+# latent-consistency/lcm-lora-sdv1-5 and lcm-lora-sdxl: attention, feed-forward, the transformer
+# projections, and every ResNet and resampling conv.
+LCM_LORA_TARGETS = [
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "conv1",
+    "conv2",
+    "conv_shortcut",
+    "downsamplers.0.conv",
+    "upsamplers.0.conv",
+    "time_emb_proj",
+]
+
+# A conv of the VAE decoder whose output feeds only a GroupNorm (ResnetBlock2D's conv1 -> norm2):
+# the norm divides any scale back out, so scaling this conv changes nothing in float32.
+OVERFLOWING_CONV = "decoder.mid_block.resnets.0.conv1"
+# Its largest weight after scaling: float16 holds it (casting the VAE must not be what fails),
+# but a sum of hundreds of such products does not (float16 tops out at 65504).
+OVERFLOW_WEIGHT = 2.0**14
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 # A few merges so that common words become one token, as with the real CLIP vocabulary.
@@ -49,95 +106,96 @@ MERGES = [
     ("o", "n</w>"),
 ]
 
-# The schedule every SD 1.x/2.x/XL checkpoint was trained with; steps_offset=1 as in their
-# configs (diffusers' SD pipelines warn about anything else).
-BETAS: dict[str, Any] = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-    "prediction_type": "epsilon",
-    "steps_offset": 1,
-}
 
-# CLIP text encoders: tiny for tests; OpenCLIP ViT-H (SD 2.x) and, for SDXL, CLIP ViT-L
-# plus OpenCLIP ViT-bigG for the full size.
-TEXT_TINY = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
-TEXT_FULL = {
-    "sd": dict(
-        hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16
-    ),
-    "xl": dict(
-        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12
-    ),
-    "xl_2": dict(
-        hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20
-    ),
-}
-PROJECTION_FULL = {"sd": 512, "xl": 768, "xl_2": 1280}
-ACT_FULL = {"sd": "gelu", "xl": "quick_gelu", "xl_2": "gelu"}
-
-UNET_TINY: dict[str, Any] = dict(
-    block_out_channels=(32, 64),
-    layers_per_block=1,
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    attention_head_dim=8,
-    norm_num_groups=32,
-    sample_size=8,
-)
-UNET_FULL = {
-    "sd": dict(
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        attention_head_dim=(5, 10, 20, 20),
-        use_linear_projection=True,
-        sample_size=64,
-    ),
-    "xl": dict(
-        block_out_channels=(320, 640, 1280),
-        layers_per_block=2,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2, 10),
-        attention_head_dim=(5, 10, 20),
-        use_linear_projection=True,
-        sample_size=64,
-    ),
-}
-# SDXL's size-and-crop conditioning: six numbers, each embedded in this many dimensions.
-TIME_EMBED_DIM = {"tiny": 8, "full": 256}
-# LCM's guidance-scale embedding (``w`` in the paper), added to the timestep embedding.
-TIME_COND_DIM = {"tiny": 32, "full": 256}
-
-VAE: dict[str, dict[str, Any]] = {
-    # Four blocks, as in the real VAE, so that the latents are 1/8 of the image.
-    "tiny": dict(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8),
-    "full": dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=768),
-}
-VAE_SCALING = {"sd-turbo": 0.18215, "lcm": 0.18215, "sdxl-turbo": 0.13025}
+def published_config(repository: str, file: str) -> dict[str, Any]:
+    """The published ``file`` (a path inside the repository) of ``repository``'s CONFIGS folder."""
+    return json.loads((CONFIGS / repository / file).read_text())
 
 
-def build_tokenizer(path: Path) -> None:
-    """Save at ``path`` a byte-level BPE CLIP tokenizer of a few hundred tokens."""
-    _tokenizer().save_pretrained(path)
-    # transformers 5 saves only tokenizer.json; older readers want the two classic files too.
-    (Path(path) / "vocab.json").write_text(json.dumps(_vocab(), ensure_ascii=False))
-    lines = ["#version: 0.2", *(f"{a} {b}" for a, b in MERGES)]
-    (Path(path) / "merges.txt").write_text("\n".join(lines) + "\n")
+def component_configs(family: str = "sd-turbo", size: str = "tiny") -> dict[str, dict[str, Any]]:
+    """Each model component's config (and the scheduler's), keyed as in model_index.json."""
+    _check(family, size)
+    repository = REPOSITORIES[family]
+    index = published_config(repository, "model_index.json")
+    encoders = [name for name in ("text_encoder", "text_encoder_2") if name in index]
+    text = {name: published_config(repository, f"{name}/config.json") for name in encoders}
+    for config in text.values():
+        # The dtype the weights were stored in, which transformers would otherwise load them as.
+        config.pop("torch_dtype", None)
+    configs = {
+        "scheduler": published_config(repository, "scheduler/scheduler_config.json"),
+        "unet": published_config(repository, "unet/config.json"),
+        "vae": published_config(repository, "vae/config.json"),
+        **text,
+    }
+    if size == "full":
+        return configs
+    tiny_text = {name: _tiny_text(name, config) for name, config in text.items()}
+    unet = _tiny_unet(configs["unet"], text, tiny_text)
+    return configs | tiny_text | {"unet": unet, "vae": _tiny_vae(configs["vae"])}
 
 
-def _vocab() -> dict[str, int]:
+def _blocks(config: dict[str, Any], channels: tuple[int, ...]) -> dict[str, Any]:
+    """``channels`` cut to the published number of blocks, which never changes."""
+    return {"block_out_channels": list(channels[: len(config["block_out_channels"])])}
+
+
+def _tiny_vae(config: dict[str, Any]) -> dict[str, Any]:
+    return config | TINY_VAE | _blocks(config, TINY_VAE["block_out_channels"])
+
+
+def _tiny_text(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    # hidden_act, max_position_embeddings and the special token ids stay published: the pooled
+    # embedding is taken at the end-of-text token, which the published ids make transformers
+    # find as the highest token id, as it is in the local vocabulary too.
+    return config | TINY_TEXT[name] | TINY_TEXT_SHAPE | {"vocab_size": len(_vocabulary())}
+
+
+def _tiny_unet(
+    config: dict[str, Any], text: dict[str, dict[str, Any]], tiny_text: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    channels = _blocks(config, TINY_UNET_CHANNELS)["block_out_channels"]
+    # diffusers reads the published ``attention_head_dim`` as the number of heads.
+    heads = [width // TINY_HEAD_CHANNELS for width in channels]
+    tiny = config | {
+        "block_out_channels": channels,
+        "layers_per_block": 1,
+        "attention_head_dim": heads if isinstance(config["attention_head_dim"], list) else heads[0],
+        # The UNet attends to all the text encoders' hidden states, concatenated.
+        "cross_attention_dim": sum(encoder["hidden_size"] for encoder in tiny_text.values()),
+    }
+    depth = config.get("transformer_layers_per_block", 1)
+    if isinstance(depth, list):
+        tiny["transformer_layers_per_block"] = [min(n, TINY_TRANSFORMER_DEPTH) for n in depth]
+    if config.get("addition_embed_type") == "text_time":
+        # SDXL's added condition: each size/crop number embedded in addition_time_embed_dim
+        # dimensions, then the second encoder's pooled, projected prompt.
+        pooled = text["text_encoder_2"]["projection_dim"]
+        numbers = (config["projection_class_embeddings_input_dim"] - pooled) // config[
+            "addition_time_embed_dim"
+        ]
+        tiny |= {
+            "addition_time_embed_dim": TINY_TIME_EMBED_DIM,
+            "projection_class_embeddings_input_dim": numbers * TINY_TIME_EMBED_DIM
+            + tiny_text["text_encoder_2"]["projection_dim"],
+        }
+    return tiny
+
+
+def _vocabulary() -> dict[str, int]:
     """CLIP's layout: every byte character, the same with ``</w>``, the merges, the specials."""
     chars = sorted(ByteLevel.alphabet())
     tokens = [*chars, *(c + "</w>" for c in chars), *(a + b for a, b in MERGES), BOS, EOS]
     return {token: index for index, token in enumerate(tokens)}
 
 
-def _tokenizer() -> CLIPTokenizer:
-    return CLIPTokenizer(vocab=_vocab(), merges=MERGES, model_max_length=77)
+def _tokenizer(repository: str, name: str) -> CLIPTokenizer:
+    # SD 2.x and SDXL's second tokenizer pad with "!", SD 1.x with end-of-text; the padding
+    # tokens' hidden states reach the UNet, so the published choice is kept.
+    pad = published_config(repository, f"{name}/special_tokens_map.json")["pad_token"]
+    if isinstance(pad, dict):  # written as an AddedToken
+        pad = pad["content"]
+    return CLIPTokenizer(vocab=_vocabulary(), merges=MERGES, model_max_length=77, pad_token=pad)
 
 
 def build_components(
@@ -148,33 +206,48 @@ def build_components(
     The models are created on ``device``: torch's CPU random generator is serial, so the full
     size takes several seconds to initialise there and a fraction of a second on a GPU.
     """
-    _check(family, size)
-    tokenizer = _tokenizer()
+    configs = component_configs(family, size)
+    repository = REPOSITORIES[family]
+    index = published_config(repository, "model_index.json")
+    scheduler = configs.pop("scheduler")
+    components: dict[str, Any] = {
+        "scheduler": getattr(diffusers, scheduler["_class_name"]).from_config(scheduler)
+    }
     with _seeded(seed, torch.device(device)):
-        if family == "sdxl-turbo":
-            components = _xl_components(size, tokenizer)
-        else:
-            components = _sd_components(family, size, tokenizer)
-        components["vae"] = _vae(family, size)
-    return components | {"scheduler": _scheduler(family)}
+        for name, config in configs.items():
+            library, class_name = index[name]
+            if library == "diffusers":
+                components[name] = getattr(diffusers, class_name).from_config(config)
+            else:
+                model_class = getattr(transformers, class_name)
+                components[name] = model_class(model_class.config_class.from_dict(config))
+    for name in ("tokenizer", "tokenizer_2"):
+        if name in index:
+            components[name] = _tokenizer(repository, name)
+    return components
 
 
 def save_model(root: Path, *, family: str = "sd-turbo", size: str = "tiny", seed: int = 0) -> Path:
-    """Save a complete diffusers pipeline folder at ``root``, loadable with from_pretrained."""
+    """Save at ``root`` a pipeline folder of ``family``, loadable with its ``from_pretrained``.
+
+    The pipeline class and the flags in model_index.json (force_zeros_for_empty_prompt, ...) are
+    the published ones, except that there is no safety checker to require.
+    """
     components = build_components(family, size, seed)
-    pipeline: DiffusionPipeline
-    if family == "sdxl-turbo":
-        pipeline = StableDiffusionXLPipeline(**components, add_watermarker=False)
-    else:
-        # The class the real repositories name in model_index.json.
-        cls = LatentConsistencyModelPipeline if family == "lcm" else StableDiffusionPipeline
-        pipeline = cls(
-            **components,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-    pipeline.save_pretrained(root)
+    index = published_config(REPOSITORIES[family], "model_index.json")
+    pipeline_class = getattr(diffusers, index["_class_name"])
+    accepted = inspect.signature(pipeline_class).parameters
+    flags = {
+        key: value
+        for key, value in index.items()
+        if key in accepted and not key.startswith("_") and not isinstance(value, list)
+    }
+    # The published null means "watermark if the package is installed"; frames must not depend
+    # on what happens to be installed.
+    overrides = {"requires_safety_checker": False, "add_watermarker": False}
+    flags |= {key: value for key, value in overrides.items() if key in accepted}
+    unbuilt = {name: None for name in UNBUILT if name in accepted}
+    pipeline_class(**components, **unbuilt, **flags).save_pretrained(root)
     return Path(root)
 
 
@@ -201,93 +274,41 @@ def _seeded(seed: int, device: torch.device = CPU) -> Iterator[None]:
         yield
 
 
-def _sd_components(family: str, size: str, tokenizer: CLIPTokenizer) -> dict[str, Any]:
-    text_config = _text_config(size, "sd", tokenizer)
-    unet_config = UNET_TINY if size == "tiny" else UNET_FULL["sd"]
-    extra = {"time_cond_proj_dim": TIME_COND_DIM[size]} if family == "lcm" else {}
-    unet = UNet2DConditionModel(**unet_config, cross_attention_dim=text_config.hidden_size, **extra)
-    return {"unet": unet, "text_encoder": CLIPTextModel(text_config), "tokenizer": tokenizer}
-
-
-def _xl_components(size: str, tokenizer: CLIPTokenizer) -> dict[str, Any]:
-    config, config_2 = _text_config(size, "xl", tokenizer), _text_config(size, "xl_2", tokenizer)
-    unet = UNet2DConditionModel(
-        **(UNET_TINY if size == "tiny" else UNET_FULL["xl"]),
-        # The UNet attends to both encoders' hidden states, concatenated.
-        cross_attention_dim=config.hidden_size + config_2.hidden_size,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=TIME_EMBED_DIM[size],
-        # Six size/crop numbers plus the second encoder's pooled, projected embedding.
-        projection_class_embeddings_input_dim=6 * TIME_EMBED_DIM[size] + config_2.projection_dim,
-    )
-    return {
-        "unet": unet,
-        "text_encoder": CLIPTextModel(config),
-        "text_encoder_2": CLIPTextModelWithProjection(config_2),
-        "tokenizer": tokenizer,
-        "tokenizer_2": tokenizer,
+def tiny_autoencoder_config(size: str = "tiny", family: str = "sd") -> dict[str, Any]:
+    """TAESD's (``family="sd"``) or TAESDXL's config: published, or with narrow channels."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}: expected one of {SIZES}")
+    if family not in TINY_AUTOENCODERS:
+        raise ValueError(f"unknown family {family!r}: expected one of {tuple(TINY_AUTOENCODERS)}")
+    config = published_config(TINY_AUTOENCODERS[family], "config.json")
+    if size == "full":
+        return config
+    stages = len(config["encoder_block_out_channels"])
+    # One block per stage keeps the three stride-2 stages, hence the 1/8 latents.
+    return config | {
+        "encoder_block_out_channels": [TINY_TAESD_CHANNELS] * stages,
+        "decoder_block_out_channels": [TINY_TAESD_CHANNELS] * stages,
+        "num_encoder_blocks": [1] * stages,
+        "num_decoder_blocks": [1] * stages,
     }
 
 
-def _text_config(size: str, encoder: str, tokenizer: CLIPTokenizer) -> CLIPTextConfig:
-    shape = TEXT_TINY if size == "tiny" else TEXT_FULL[encoder]
-    return CLIPTextConfig(
-        **shape,
-        projection_dim=32 if size == "tiny" else PROJECTION_FULL[encoder],
-        hidden_act="gelu" if size == "tiny" else ACT_FULL[encoder],
-        max_position_embeddings=77,
-        vocab_size=len(tokenizer),
-        # The encoder pools at the first end-of-text token, so these must match the tokenizer.
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-
-
-def _vae(family: str, size: str) -> AutoencoderKL:
-    return AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        scaling_factor=VAE_SCALING[family],
-        **VAE[size],
-    )
-
-
-def _scheduler(family: str) -> EulerDiscreteScheduler | LCMScheduler:
-    if family == "lcm":
-        return LCMScheduler(
-            **BETAS,
-            timestep_scaling=10.0,
-            original_inference_steps=50,
-            clip_sample=False,
-            set_alpha_to_one=True,
-        )
-    return EulerDiscreteScheduler(**BETAS, timestep_spacing="trailing")
-
-
-def build_tiny_autoencoder(size: str = "tiny", seed: int = 0) -> AutoencoderTiny:
-    """A TAESD-architecture autoencoder: channels 8 when tiny, TAESD's own (64) when full."""
-    if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}: expected one of {SIZES}")
+def build_tiny_autoencoder(
+    size: str = "tiny", seed: int = 0, family: str = "sd"
+) -> AutoencoderTiny:
+    """TAESD (``family="sd"``) or TAESDXL (``"sdxl"``) from its published config."""
+    config = tiny_autoencoder_config(size, family)
     with _seeded(seed):
-        if size == "full":
-            return AutoencoderTiny()
-        # One block per stage keeps the three stride-2 stages, hence the 1/8 latents.
-        return AutoencoderTiny(
-            encoder_block_out_channels=(8, 8, 8, 8),
-            decoder_block_out_channels=(8, 8, 8, 8),
-            num_encoder_blocks=(1, 1, 1, 1),
-            num_decoder_blocks=(1, 1, 1, 1),
-            latent_channels=4,
-        )
+        return AutoencoderTiny.from_config(config)
 
 
-def save_tiny_autoencoder(path: Path, seed: int = 0, *, size: str = "tiny") -> Path:
-    """Save a TAESD-architecture autoencoder folder at ``path``."""
-    build_tiny_autoencoder(size, seed).save_pretrained(path)
+def save_tiny_autoencoder(
+    path: Path, seed: int = 0, *, size: str = "tiny", family: str = "sd"
+) -> Path:
+    """Save a TAESD (``family="sd"``) or TAESDXL (``"sdxl"``) folder at ``path``."""
+    build_tiny_autoencoder(size, seed, family).save_pretrained(path)
     # AutoencoderTiny records block_out_channels on its own and then logs a complaint when it
-    # finds it in config.json; the real TAESD folders leave it out.
+    # finds it in config.json; the published folders leave it out.
     config_file = Path(path) / "config.json"
     config = json.loads(config_file.read_text())
     del config["block_out_channels"]
@@ -296,21 +317,54 @@ def save_tiny_autoencoder(path: Path, seed: int = 0, *, size: str = "tiny") -> P
 
 
 def save_lora(path: Path, model_root: Path, seed: int = 1, rank: int = 4) -> Path:
-    """Write at ``path`` (a .safetensors file) a random LoRA for the UNet in ``model_root``."""
+    """Write at ``path`` (a .safetensors file) a random style LoRA for ``model_root``'s UNet."""
+    # Attention only, under diffusers' older key names (``to_q.lora.down``), as many LoRAs are.
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    return _save_random_lora(path, model_root, targets, seed, rank, convert_state_dict_to_diffusers)
+
+
+def save_lcm_lora(path: Path, model_root: Path, seed: int = 2, rank: int = 4) -> Path:
+    """Write at ``path`` a random LoRA on the layers the published LCM-LoRAs train.
+
+    The file is in diffusers' format, for ``load_lora_weights`` on an SD 1.5 or SDXL base.
+    """
+    # Under PEFT's key names (``lora_A``): diffusers' renaming covers only the attention layers,
+    # and a file that mixes both namings loads without its attention layers.
+    return _save_random_lora(path, model_root, LCM_LORA_TARGETS, seed, rank, lambda layers: layers)
+
+
+def _save_random_lora(
+    path: Path,
+    model_root: Path,
+    targets: list[str],
+    seed: int,
+    rank: int,
+    rename: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+) -> Path:
     unet = UNet2DConditionModel.from_pretrained(Path(model_root) / "unet")
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=rank,
-        target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-        # Random A and B: the default zero B would make the LoRA change nothing.
-        init_lora_weights=False,
-    )
+    # Random A and B: the default zero B would make the LoRA change nothing.
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=False)
     with _seeded(seed):
         unet.add_adapter(config)
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    index = json.loads((Path(model_root) / "model_index.json").read_text())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    StableDiffusionPipeline.save_lora_weights(
-        path.parent, unet_lora_layers=layers, weight_name=path.name
+    getattr(diffusers, index["_class_name"]).save_lora_weights(
+        path.parent, unet_lora_layers=rename(get_peft_model_state_dict(unet)), weight_name=path.name
     )
     return path
+
+
+def make_vae_overflow_in_float16(folder: Path) -> None:
+    """Rewrite the VAE weights of the pipeline ``folder`` so that its decoder overflows in
+    float16 (non-finite pixels: black or garbage frames) and decodes as before in float32.
+
+    This is what SD-XL's published VAE does in float16, and why its config says force_upcast.
+    """
+    weights_file = Path(folder) / "vae" / "diffusion_pytorch_model.safetensors"
+    weights = load_file(weights_file)
+    weight, bias = f"{OVERFLOWING_CONV}.weight", f"{OVERFLOWING_CONV}.bias"
+    scale = OVERFLOW_WEIGHT / weights[weight].abs().max()
+    weights[weight] = weights[weight] * scale
+    weights[bias] = weights[bias] * scale
+    save_file(weights, weights_file, metadata={"format": "pt"})

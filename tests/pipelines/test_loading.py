@@ -76,6 +76,61 @@ def test_a_tiny_vae_with_other_latents_is_refused(tiny_models: TinyModels, tmp_p
         create_pipeline("sd-turbo", options)
 
 
+@pytest.mark.parametrize("given", ["vae", "."], ids=["a full VAE", "a whole pipeline"])
+def test_a_tiny_vae_folder_that_holds_something_else_is_refused_before_loading(
+    tiny_models: TinyModels, given: str
+) -> None:
+    # diffusers would load either as an AutoencoderTiny with no weights set, which fails
+    # later with "Cannot copy out of meta tensor".
+    folder = tiny_models.sd_turbo / given
+    holds = "AutoencoderKL" if given == "vae" else "a whole diffusers pipeline"
+    options = PipelineOptions(model=str(tiny_models.sd_turbo), tiny_vae=str(folder))
+    with pytest.raises(ModelNotFound, match=f"holds {holds}") as error:
+        create_pipeline("sd-turbo", options)
+    assert "madebyollin/taesd for SD 1/2 and SD-Turbo, madebyollin/taesdxl" in str(error.value)
+
+
+def test_a_missing_tiny_vae_folder_says_what_a_tiny_vae_is(
+    tiny_models: TinyModels, tmp_path: Path
+) -> None:
+    options = PipelineOptions(model=str(tiny_models.sd_turbo), tiny_vae=str(tmp_path / "taesd"))
+    with pytest.raises(ModelNotFound, match="holds a tiny autoencoder's config.json") as error:
+        create_pipeline("sd-turbo", options)
+    assert "madebyollin/taesd" in str(error.value)
+    assert "model_index.json" not in str(error.value)
+
+
+def test_from_the_hub_come_a_pipelines_components_not_its_single_file_checkpoint() -> None:
+    from huggingface_hub.utils import filter_repo_objects
+
+    from pipelines.loading import _HUB_PATTERNS, _HUB_SKIPPED
+
+    sd_turbo = [
+        "model_index.json",
+        "sd_turbo.safetensors",  # the whole model again, 5 GB, for single-file loaders
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
+        "text_encoder/model.safetensors",
+        "tokenizer/merges.txt",
+    ]
+    taesd = ["config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"]
+
+    def fetched(files: list[str]) -> list[str]:
+        return list(
+            filter_repo_objects(files, allow_patterns=_HUB_PATTERNS, ignore_patterns=_HUB_SKIPPED)
+        )
+
+    assert fetched(sd_turbo) == [
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+        "tokenizer/merges.txt",
+    ]
+    assert fetched(taesd) == ["config.json", "diffusion_pytorch_model.safetensors"]
+
+
 def test_loading_logs_each_component_with_its_time(
     tiny_models: TinyModels, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -37,6 +37,7 @@ def first_half(data: bytes) -> bytes:
 def test_accepted_formats_decode_to_rgb_uint8(image_format: str) -> None:
     pixels = decode_image(save(Image.fromarray(gradient()), image_format), MAX_PIXELS)
     assert (pixels.shape, pixels.dtype) == ((32, 48, 3), np.uint8)
+    assert pixels.flags.writeable  # torch.from_numpy warns on a read-only array
 
 
 @pytest.mark.parametrize(

@@ -48,12 +48,14 @@ def test_rerun_without_any_input_queues_nothing_for_an_image_pipeline() -> None:
     assert not session.inbox
 
 
-def test_rerun_without_any_input_queues_a_numbered_text_only_request() -> None:
+def test_rerun_without_any_input_queues_a_text_only_request_that_takes_no_position() -> None:
     session = Session(id="s1", resume_token="t1")
     session.offer(frame(b"a"))
     session.inbox.take()  # an input that never decoded leaves nothing to rerun
     assert session.rerun(2.5, text_only=True) is True
-    assert session.inbox.take() == frame(None, 2, at=2.5)
+    assert session.inbox.take() == frame(None, 0, at=2.5)
+    session.offer(frame(b"b"))
+    assert session.inbox.take() == frame(b"b", 2)  # the client's second input
 
 
 def test_rerun_queues_the_latest_decoded_input_again_timed_from_now() -> None:
