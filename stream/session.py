@@ -34,7 +34,9 @@ class Session:
     def offer(self, frame: FrameIn) -> bool:
         """Queue ``frame`` for the pipeline; returns True when an older one was dropped.
 
-        A frame without a client id gets the session's input sequence number.
+        A frame without a client id gets its position among the session's inputs (1 for
+        the first): a client that never sends ids can count its own frames to match
+        each ``frame.out`` to the input it answers.
         """
         self.frames_in += 1
         if frame.id is None:
@@ -45,8 +47,9 @@ class Session:
         """Queue the latest input again, to be run with the current params.
 
         A session with no input yet gets a text-only request when the pipeline
-        can generate from params alone (``text_only``). Returns False when
-        nothing was queued: no input to rerun, or one already waiting.
+        can generate from params alone (``text_only``). The client sent no input
+        for it, so it takes no position among the inputs: its id is 0. Returns
+        False when nothing was queued: no input to rerun, or one already waiting.
         """
         if self.inbox:
             return False
@@ -54,6 +57,6 @@ class Session:
             self.inbox.put(replace(self.last_decoded, received_at=now))
             return True
         if text_only:
-            self.offer(FrameIn(image=None, id=None, patch={}, received_at=now))
+            self.inbox.put(FrameIn(image=None, id=0, patch={}, received_at=now))
             return True
         return False

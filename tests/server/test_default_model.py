@@ -98,7 +98,8 @@ async def test_without_the_default_weights_it_serves_passthrough_and_says_so_onc
     tmp_path, jpeg, hub, reason
 ):
     hub = {name: value.format(port=closed_port()) for name, value in hub.items()}
-    async with livegen_serve(hub | {"HF_HUB_CACHE": str(tmp_path / "hub")}) as (port, logged):
+    hub |= {"HF_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub")}
+    async with livegen_serve(hub) as (port, logged):
         async with await LivegenClient.connect(f"ws://127.0.0.1:{port}/ws") as client:
             await client.send_frame(jpeg(seed=1), frame_id=1)
             frame = await asyncio.wait_for(client.next_frame(), PROCESS_WAIT_S)
@@ -117,7 +118,11 @@ async def test_with_the_default_weights_in_the_hub_cache_it_generates_with_them(
     add_to_hub_cache(cache, "stabilityai/sd-turbo", tiny_models.sd_turbo)
     add_to_hub_cache(cache, "madebyollin/taesd", tiny_models.taesd)
     # No HF_HUB_OFFLINE: the cache alone must do, and the hub is not reachable anyway.
-    hub = {"HF_HUB_CACHE": str(cache), "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}"}
+    hub = {
+        "HF_HOME": str(tmp_path),
+        "HF_HUB_CACHE": str(cache),
+        "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}",
+    }
     async with livegen_serve(hub) as (port, logged):
         url = f"ws://127.0.0.1:{port}/ws"
         async with await LivegenClient.connect(url, params={"width": 64, "height": 64}) as client:
