@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -129,9 +130,9 @@ class FewStepPipeline(Pipeline):
         # The KL VAE's encoder gives a distribution that img2img samples with the seed's
         # noise, as diffusers does; TAESD's gives the latent itself.
         self.vae_samples_posterior = not isinstance(self.vae, AutoencoderTiny)
-        down_blocks = len(self.unet.config.down_block_types)
-        # Each UNet down block but the last halves the latent; sizes must survive that.
-        self.size_multiple = self.vae_scale_factor * 2 ** (down_blocks - 1)
+        # As diffusers: any multiple of the VAE's factor; the UNet's up blocks take the
+        # sizes of their skip connections where halving left an odd latent side.
+        self.size_multiple = self.vae_scale_factor
         self.latent_channels: int = self.unet.config.in_channels
         self.loras: dict[str, str] = {}
         self._active_lora: str | None = None
@@ -190,9 +191,12 @@ class FewStepPipeline(Pipeline):
             state_dict, alphas = loader.lora_state_dict(str(file))
             if any(key.startswith("text_encoder") for key in state_dict):
                 log.warning("LoRA %s also has text-encoder layers; only the UNet's are used", name)
-            self.unet.load_lora_adapter(
-                state_dict, network_alphas=alphas, prefix="unet", adapter_name=name
-            )
+            with warnings.catch_warnings():
+                # peft's caution on a second adapter: several is what sessions switch between.
+                warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
+                self.unet.load_lora_adapter(
+                    state_dict, network_alphas=alphas, prefix="unet", adapter_name=name
+                )
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise ValueError(f"LoRA {name!r} from {file} does not fit this UNet: {exc}") from None
         self.loras[name] = str(file)
@@ -520,11 +524,11 @@ class FewStepPipeline(Pipeline):
         if posterior.std is not None:
             assert noise is not None  # drawn for every image request with a KL VAE
             latent = posterior.mean + posterior.std * noise.to(posterior.std.dtype)
-        config = self.vae.config
+        scaling: float = self.vae.config.scaling_factor
         mean, std = self._latent_normalisation(latent)
         if mean is not None and std is not None:
-            return (latent - mean) * config.scaling_factor / std
-        return config.scaling_factor * latent
+            return (latent - mean) * scaling / std
+        return scaling * latent
 
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
         """(B, C, h, w) latents -> (B, H, W, 3) uint8, as diffusers' image processor rounds."""

@@ -319,4 +319,5 @@ def make_sampler(
         "euler_a": (EulerDiscreteScheduler, EulerAncestralSampler),
         "lcm": (LCMScheduler, LCMSampler),
     }[name]
-    return sampler(cls(**_scheduler_kwargs(cls, scheduler_config)), device)
+    scheduler: Any = cls
+    return sampler(scheduler(**_scheduler_kwargs(cls, scheduler_config)), device)

@@ -70,7 +70,7 @@ class TinyModels:
     sdxl_base: Path  # SDXL base 1.0
     taesd: Path
     taesdxl: Path
-    lora: Path  # a style LoRA for the sd_turbo UNet
+    lora: Path  # a style LoRA for SD 1.5's UNet (sd_base, and lcm's, which has its layers)
     lcm_lora_sd: Path  # an LCM-LoRA for sd_base
     lcm_lora_sdxl: Path  # an LCM-LoRA for sdxl_base
 
@@ -89,7 +89,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
         **folders,
         taesd=save_tiny_autoencoder(root / "taesd", family="sd"),
         taesdxl=save_tiny_autoencoder(root / "taesdxl", family="sdxl"),
-        lora=save_lora(root / "sketchy.safetensors", folders["sd_turbo"]),
+        lora=save_lora(root / "sketchy.safetensors", folders["sd_base"]),
         lcm_lora_sd=save_lcm_lora(root / "lcm-lora-sd.safetensors", folders["sd_base"]),
         lcm_lora_sdxl=save_lcm_lora(root / "lcm-lora-sdxl.safetensors", folders["sdxl_base"]),
     )

@@ -44,8 +44,10 @@ def turbo_taesd(tiny_models: TinyModels) -> FewStepPipeline:
 
 @pytest.fixture(scope="module")
 def lcm_lora(tiny_models: TinyModels) -> FewStepPipeline:
-    """The lcm pipeline on a base model with a LoRA: guidance is classifier-free."""
-    return load("lcm", tiny_models.sd_turbo, loras={"sketchy": str(tiny_models.lora)})
+    """The lcm pipeline on a base model with its LCM-LoRA and a style LoRA: guidance is
+    classifier-free, and sessions may add the style."""
+    loras = {"lcm": str(tiny_models.lcm_lora_sd), "sketchy": str(tiny_models.lora)}
+    return load("lcm", tiny_models.sd_base, loras=loras)
 
 
 def sketch(seed: int, height: int = 96, width: int = 64) -> np.ndarray:
@@ -296,7 +298,7 @@ def test_an_lcm_with_guidance_embedding_responds_to_the_guidance_scale(
     tiny_models: TinyModels,
 ) -> None:
     pipeline = load("lcm", tiny_models.lcm)
-    assert pipeline.default_params.guidance_scale == 8.0
+    assert pipeline.default_params.guidance_scale == 8.5
     assert not np.array_equal(
         alone(pipeline, params(pipeline, guidance_scale=2.0), sketch(1)),
         alone(pipeline, params(pipeline, guidance_scale=8.0), sketch(1)),
@@ -315,6 +317,35 @@ def test_sessions_switch_lora_without_reloading_the_base(lcm_lora: FewStepPipeli
     )
 
 
+def test_edits_of_params_the_model_does_not_use_do_not_rerun_it(turbo: FewStepPipeline) -> None:
+    state = turbo.new_state()
+    first = run(turbo, FrameRequest(state, params(turbo), sketch(1)))[0]
+    # SD-Turbo runs without guidance: neither of these can change its frame.
+    unused = params(turbo, negative_prompt="blurry", guidance_scale=7.5)
+    with calls(turbo.unet) as unet_calls:
+        again = run(turbo, FrameRequest(state, unused, sketch(1)))[0]
+    assert unet_calls[0] == 0
+    assert again is first
+
+
+def test_an_lcm_lora_alone_is_fused_and_every_session_runs_with_it(
+    tiny_models: TinyModels, lcm_lora: FewStepPipeline
+) -> None:
+    fused = load("lcm", tiny_models.sd_base, loras={"lcm": str(tiny_models.lcm_lora_sd)})
+    plain = load("sd-turbo", tiny_models.sd_base)
+
+    assert fused.loras == {} and fused.standing_lora == "lcm"
+    assert not any("lora" in name for name, _ in fused.unet.named_modules())
+    p = params(fused, steps=2)
+    frame = alone(fused, p, sketch(1))
+    # The same LoRA as an adapter (beside another, so not fused), for a session that
+    # asked for no LoRA: the same frame, up to the rounding of the fused weights.
+    adapter = alone(lcm_lora, p, sketch(1))
+    assert np.abs(frame.astype(int) - adapter).max() <= 1
+    without = alone(plain, p.updated({"scheduler": "lcm"}), sketch(1))
+    assert np.abs(frame.astype(int) - without).mean() > 1
+
+
 def test_samplers_give_different_frames_each_deterministic(turbo: FewStepPipeline) -> None:
     euler = params(turbo, steps=3, scheduler="euler")
     lcm = params(turbo, steps=3, scheduler="lcm")
@@ -326,9 +357,10 @@ def test_samplers_give_different_frames_each_deterministic(turbo: FewStepPipelin
     ("changes", "message"),
     [
         ({"steps": 5}, "sd-turbo runs 1 to 4 steps, got 5"),
-        ({"scheduler": "dpm++"}, "unknown scheduler 'dpm++'; sd-turbo has euler, lcm"),
-        ({"width": 72}, "width 72 does not fit this model: use a multiple of 16"),
-        ({"height": 40}, "height 40 does not fit this model: use a multiple of 16"),
+        ({"scheduler": "dpm++"}, "unknown scheduler 'dpm++'; sd-turbo has euler, euler_a, lcm"),
+        ({"width": 68}, "width 68 does not fit this model: use a multiple of 8"),
+        ({"height": 36}, "height 36 does not fit this model: use a multiple of 8"),
+        ({"steps": 4, "scheduler": "lcm", "strength": 0.05}, "keeps 2 of its 50 timesteps"),
         ({"lora": "sketchy"}, "unknown LoRA 'sketchy'; loaded: none"),
     ],
 )
@@ -343,14 +375,17 @@ def test_lcm_allows_eight_steps_and_names_its_loras(lcm_lora: FewStepPipeline) -
     lcm_lora.check_params(params(lcm_lora, steps=8, lora="sketchy"))
     with pytest.raises(ValueError, match="lcm runs 1 to 8 steps, got 9"):
         lcm_lora.check_params(params(lcm_lora, steps=9))
-    with pytest.raises(ValueError, match="unknown LoRA 'other'; loaded: sketchy"):
+    with pytest.raises(ValueError, match="unknown LoRA 'other'; loaded: lcm, sketchy"):
         lcm_lora.check_params(params(lcm_lora, lora="other"))
 
 
-def test_default_size_is_what_the_unet_was_trained_at(turbo: FewStepPipeline) -> None:
-    # The tiny UNet's sample_size is 8 latents: 64 pixels, as diffusers would default it.
-    assert (turbo.default_params.width, turbo.default_params.height) == (64, 64)
-    assert turbo.default_params.scheduler == "euler"
+def test_default_size_and_sampler_are_the_models_own(tiny_models: TinyModels) -> None:
+    # sample_size is 64 latents in SD-Turbo's and SDXL-Turbo's published UNet configs:
+    # 512 pixels, as diffusers defaults it; each starts on the scheduler it ships.
+    for model, sampler in ((tiny_models.sd_turbo, "euler"), (tiny_models.sdxl_turbo, "euler_a")):
+        pipeline = load("sd-turbo", model)
+        assert (pipeline.default_params.width, pipeline.default_params.height) == (512, 512)
+        assert pipeline.default_params.scheduler == sampler
 
 
 def test_a_unet_that_cannot_compile_runs_eagerly(
