@@ -40,7 +40,12 @@ from pipelines.caches import LruCache
 
 log = logging.getLogger(__name__)
 
-_DTYPES = (torch.float32, torch.bfloat16)
+
+def packable_dtypes() -> tuple[torch.dtype, ...]:
+    """The weight dtypes oneDNN packs on this CPU: bfloat16 needs AVX-512 (or AVX-NE-CONVERT)."""
+    bfloat16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return (torch.float32, torch.bfloat16) if bfloat16 else (torch.float32,)
+
 
 # Input sizes each layer keeps a packed weight for.
 PACKED_SIZES = 2
@@ -64,12 +69,13 @@ def prepack_weights(module: nn.Module) -> int:
     """Make the plain 2D convolutions and linear layers in ``module`` pack their weights.
 
     Returns how many layers now do. Only layers oneDNN runs as they are take part:
-    float32 or bfloat16 weights, and for convolutions zero padding given as numbers
-    (not "same"). Others are left alone, and so is a layer already packing.
+    float32 or (where the CPU has it) bfloat16 weights, and for convolutions zero
+    padding given as numbers (not "same"). Others are left alone, and so is a layer already packing.
     """
     if not available():
         log.info("oneDNN weight packing is not available in this PyTorch build")
         return 0
+    dtypes = packable_dtypes()
     count = 0
     for layer in module.modules():
         if isinstance(layer.__dict__.get("forward"), PackedWeight):
@@ -80,7 +86,7 @@ def prepack_weights(module: nn.Module) -> int:
                 packing = PackedConvolution(layer)
         elif type(layer) is nn.Linear:
             packing = PackedLinear(layer)
-        if packing is not None and layer.weight.dtype in _DTYPES:
+        if packing is not None and layer.weight.dtype in dtypes:
             layer.forward = packing  # an instance override
             count += 1
     return count

@@ -11,7 +11,13 @@ from torch import nn
 
 from pipelines import FrameRequest, PipelineOptions, create_pipeline
 from pipelines.diffusion import FewStepPipeline
-from pipelines.prepack import PACKED_SIZES, PackedWeight, available, prepack_weights
+from pipelines.prepack import (
+    PACKED_SIZES,
+    PackedWeight,
+    available,
+    packable_dtypes,
+    prepack_weights,
+)
 from stream.params import Params
 from tests.conftest import TinyModels
 
@@ -59,7 +65,15 @@ def test_a_packed_convolution_equals_the_plain_one_for_any_input_size(
     assert list(packed(conv).packed) == [(8, 6), (13, 17)] and not PackedWeight.failed
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+BFLOAT16 = pytest.param(
+    torch.bfloat16,
+    marks=pytest.mark.skipif(
+        torch.bfloat16 not in packable_dtypes(), reason="this CPU packs no bfloat16 (AVX-512)"
+    ),
+)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, BFLOAT16])
 @pytest.mark.parametrize("bias", [True, False])
 def test_a_packed_linear_layer_equals_the_plain_one_for_any_input_shape(
     dtype: torch.dtype, bias: bool
@@ -176,7 +190,22 @@ def frame(pipeline: FewStepPipeline, prompt: str) -> np.ndarray:
     return pipeline([FrameRequest(pipeline.new_state(), params, image)])[0]
 
 
-@pytest.mark.parametrize(("dtype", "max_levels"), [("float32", 1), ("bfloat16", 8)])
+def test_a_cpu_without_bfloat16_packing_leaves_bfloat16_layers_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3).to(torch.bfloat16))
+    assert prepack_weights(model) == 1
+    assert "forward" not in model[1].__dict__
+
+
+@pytest.mark.parametrize(
+    ("dtype", "max_levels"),
+    [
+        ("float32", 1),
+        pytest.param("bfloat16", 8, marks=BFLOAT16.marks),
+    ],
+)
 def test_a_pipeline_on_the_cpu_packs_its_models_and_makes_the_same_frames(
     tiny_models: TinyModels, dtype: str, max_levels: int
 ) -> None:
