@@ -100,6 +100,6 @@ async def test_the_tiny_diffusion_model_answers_and_maps_num_inference_steps(
 
     cat, dog, too_many = events
     assert (cat["event"], dog["event"]) == ("result", "result")
-    assert (cat["content_type"], cat["content_head"], cat["width"]) == ("image/png", "89504e", 64)
+    assert (cat["content_type"], cat["content_head"], cat["width"]) == ("image/png", "89504e", 512)
     assert cat["url_head"] == "data:image/png;base64,i"
     assert too_many["event"] == "error" and "num_inference_steps 5" in too_many["reason"]
