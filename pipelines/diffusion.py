@@ -482,14 +482,10 @@ class FewStepPipeline(Pipeline):
             inputs = [pixels[i] for i in changed]
             batch = torch.stack([_to_model_input(x, size) for x in inputs if x is not None])
             batch = batch.to(self.vae.dtype, memory_format=self.memory_format)
-            encoded = self.lanes.map(lambda part: self._encode(batch[part]), len(batch))
-            means = torch.cat([mean for mean, _ in encoded])
-            stds = [std for _, std in encoded]
-            std_all = None if stds[0] is None else torch.cat([s for s in stds if s is not None])
-            for row, index in enumerate(changed):
-                requests[index].state.input_posterior = Posterior(
-                    means[row], None if std_all is None else std_all[row]
-                )
+            lanes = self.lanes.map(lambda part: self._encode(batch[part]), len(batch))
+            posteriors = [posterior for lane in lanes for posterior in lane]
+            for index, posterior in zip(changed, posteriors, strict=True):
+                requests[index].state.input_posterior = posterior
         latents = []
         for request, image, noise in zip(requests, pixels, noises, strict=True):
             state = request.state
@@ -498,9 +494,9 @@ class FewStepPipeline(Pipeline):
                     torch.zeros((self.latent_channels, *latent_size), device=self.device)
                 )
                 continue
-            posterior = state.input_posterior
-            assert posterior is not None  # encoded above if it was not cached
-            latent = self._scale_latent(posterior, noise.posterior).float()
+            encoded = state.input_posterior
+            assert encoded is not None  # encoded above if it was not cached
+            latent = self._scale_latent(encoded, noise.posterior).float()
             feedback = request.params.latent_feedback
             if (
                 feedback > 0
@@ -511,12 +507,13 @@ class FewStepPipeline(Pipeline):
             latents.append(latent)
         return torch.stack(latents)
 
-    def _encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, 3, H, W) in [-1, 1] -> the posterior's mean and std, (B, C, h, w) each."""
+    def _encode(self, images: torch.Tensor) -> list[Posterior]:
+        """(B, 3, H, W) in [-1, 1] -> each image's posterior."""
         encoded = self.vae.encode(images)
         if hasattr(encoded, "latent_dist"):
-            return encoded.latent_dist.mean, encoded.latent_dist.std
-        return encoded.latents, None  # AutoencoderTiny
+            dist = encoded.latent_dist
+            return [Posterior(mean, std) for mean, std in zip(dist.mean, dist.std, strict=True)]
+        return [Posterior(latent, None) for latent in encoded.latents]  # AutoencoderTiny
 
     def _scale_latent(self, posterior: Posterior, noise: torch.Tensor | None) -> torch.Tensor:
         """The posterior's sample with the seed's noise, scaled as diffusers' img2img does."""

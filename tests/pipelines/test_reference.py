@@ -362,6 +362,8 @@ def test_fal_steps_and_strength_run_the_timesteps_of_diffusers_img2img(
     assert timesteps.tolist() == reference.timesteps[n - kept :].tolist()
 
 
+# diffusers' own loader, asked for a second adapter, passes on peft's caution.
+@pytest.mark.filterwarnings("ignore:Already found a `peft_config`:UserWarning")
 def test_a_style_lora_on_top_of_the_lcm_lora_equals_diffusers(tiny_models: TinyModels) -> None:
     from diffusers import AutoPipelineForText2Image, LCMScheduler
 
@@ -383,6 +385,8 @@ def test_a_style_lora_on_top_of_the_lcm_lora_equals_diffusers(tiny_models: TinyM
         )
 
 
+# The SDXL pipeline's upcast calls a helper diffusers itself has deprecated.
+@pytest.mark.filterwarnings("ignore:`upcast_vae` is deprecated:FutureWarning")
 def test_sdxl_in_float16_decodes_in_float32_as_diffusers_does(
     tiny_models: TinyModels, tmp_path: Path
 ) -> None:
