@@ -34,6 +34,7 @@ do: dividing by sqrt(alpha) near t=999 amplifies rounding error.
 from __future__ import annotations
 
 import functools
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,8 +78,19 @@ def _scheduler_kwargs(cls: type[Any], config: Mapping[str, Any]) -> dict[str, An
     return {k: v for k, v in config.items() if k in accepted}
 
 
-class FewStepSampler:
-    """The sampler one batch runs: ``euler`` or ``lcm``, per-sample schedules."""
+@dataclass(frozen=True, slots=True)
+class BatchSchedule:
+    timesteps: torch.Tensor  # (steps, batch) float32: the UNet's timestep per sample
+    levels: torch.Tensor  # (steps + 1, batch)
+    init_scale: torch.Tensor  # (batch,)
+
+    def part(self, rows: slice) -> BatchSchedule:
+        """The schedule of some samples of the batch."""
+        return BatchSchedule(self.timesteps[:, rows], self.levels[:, rows], self.init_scale[rows])
+
+
+class FewStepSampler(ABC):
+    """The sampler one batch runs (``euler``, ``euler_a`` or ``lcm``), per-sample schedules."""
 
     name: str
 
@@ -100,8 +112,9 @@ class FewStepSampler:
         """The schedule of one request; ``ValueError`` when there is none for these values."""
         return self._schedule(steps, float(strength))
 
+    @abstractmethod
     def _make_schedule(self, steps: int, strength: float) -> Schedule:
-        raise NotImplementedError
+        """The schedule, from the diffusers scheduler's own ``set_timesteps``."""
 
     def batch(self, schedules: Sequence[Schedule]) -> BatchSchedule:
         return BatchSchedule(
@@ -118,11 +131,21 @@ class FewStepSampler:
         schedule: BatchSchedule,
     ) -> torch.Tensor:
         """The first sample: noised input latents, or scaled noise for text to image."""
-        raise NotImplementedError
+        scaled = noise * _unsqueeze(schedule.init_scale, noise)
+        noised = self.add_noise(latents, noise, schedule)
+        return torch.where(_unsqueeze(text_only, latents), scaled, noised)
+
+    @abstractmethod
+    def add_noise(
+        self, latents: torch.Tensor, noise: torch.Tensor, schedule: BatchSchedule
+    ) -> torch.Tensor:
+        """Input latents noised to each sample's first timestep, as the scheduler's add_noise."""
 
     def model_input(self, sample: torch.Tensor, k: int, schedule: BatchSchedule) -> torch.Tensor:
+        """What the UNet is given at step ``k`` (the scheduler's ``scale_model_input``)."""
         return sample
 
+    @abstractmethod
     def step(
         self,
         sample: torch.Tensor,
@@ -132,18 +155,6 @@ class FewStepSampler:
         noise: torch.Tensor | None,
     ) -> torch.Tensor:
         """Step ``k`` of the schedule; ``noise`` is the step's fresh noise where it takes one."""
-        raise NotImplementedError
-
-
-@dataclass(frozen=True, slots=True)
-class BatchSchedule:
-    timesteps: torch.Tensor  # (steps, batch) float32: the UNet's timestep per sample
-    levels: torch.Tensor  # (steps + 1, batch)
-    init_scale: torch.Tensor  # (batch,)
-
-    def part(self, rows: slice) -> BatchSchedule:
-        """The schedule of some samples of the batch."""
-        return BatchSchedule(self.timesteps[:, rows], self.levels[:, rows], self.init_scale[rows])
 
 
 class EulerSampler(FewStepSampler):
@@ -165,16 +176,10 @@ class EulerSampler(FewStepSampler):
         sigmas = scheduler.sigmas.float().cpu()
         return Schedule(scheduler.timesteps.float().cpu(), sigmas, init_scale)
 
-    def start(
-        self,
-        latents: torch.Tensor,
-        noise: torch.Tensor,
-        text_only: torch.Tensor,
-        schedule: BatchSchedule,
+    def add_noise(
+        self, latents: torch.Tensor, noise: torch.Tensor, schedule: BatchSchedule
     ) -> torch.Tensor:
-        noised = latents + noise * _unsqueeze(schedule.levels[0], latents)
-        scaled = noise * _unsqueeze(schedule.init_scale, noise)
-        return torch.where(_unsqueeze(text_only, latents), scaled, noised)
+        return latents + noise * _unsqueeze(schedule.levels[0], latents)
 
     def model_input(self, sample: torch.Tensor, k: int, schedule: BatchSchedule) -> torch.Tensor:
         sigma = _unsqueeze(schedule.levels[k], sample)
@@ -266,17 +271,11 @@ class LCMSampler(FewStepSampler):
         levels = torch.cat([timesteps, timesteps[-1:]])
         return Schedule(timesteps.float(), levels, float(self.scheduler.init_noise_sigma))
 
-    def start(
-        self,
-        latents: torch.Tensor,
-        noise: torch.Tensor,
-        text_only: torch.Tensor,
-        schedule: BatchSchedule,
+    def add_noise(
+        self, latents: torch.Tensor, noise: torch.Tensor, schedule: BatchSchedule
     ) -> torch.Tensor:
         alpha = _unsqueeze(self.alphas_cumprod[schedule.levels[0]], latents)
-        noised = alpha**0.5 * latents + (1 - alpha) ** 0.5 * noise
-        scaled = noise * _unsqueeze(schedule.init_scale, noise)
-        return torch.where(_unsqueeze(text_only, latents), scaled, noised)
+        return alpha**0.5 * latents + (1 - alpha) ** 0.5 * noise
 
     def step(
         self,
