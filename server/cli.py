@@ -18,7 +18,8 @@ import sys
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from server.config import ServerConfig, add_arguments, is_loopback, with_default_model
+from server.config import ServerConfig, add_arguments, is_loopback
+from server.default_model import with_default_model
 from server.http import WEBSOCKET_PATH
 from server.tokens import add_token_command, token_command
 
