@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from pipelines.sources import TINY_VAE_HINT, names_a_local_folder, not_a_folder
+
 log = logging.getLogger(__name__)
 
 # Files a diffusers folder needs: configs, tokenizers, safetensors weights, in a
@@ -34,19 +36,8 @@ _HUB_SKIPPED = ["*.fp16.safetensors", "*fp16*", "*.bin", "*.ckpt", "*.onnx", "*.
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
-# What each kind of folder is, for the errors: how to give one, and, for a component
-# class, what to pass when the folder holds some other class.
-_TINY_VAE = (
-    "a tiny VAE is TAESD, a small autoencoder (AutoencoderTiny) that stands in for the model's "
-    "own VAE: madebyollin/taesd for SD 1/2 and SD-Turbo, madebyollin/taesdxl for SDXL"
-)
-_HOW_TO_GIVE = {
-    "model": "the folder a diffusers pipeline was saved to (it holds model_index.json), or a "
-    "hub id such as stabilityai/sd-turbo",
-    "tiny VAE": "a folder that holds a tiny autoencoder's config.json and weights, or its hub "
-    f"id; {_TINY_VAE}",
-}
-_CLASS_HINTS = {"AutoencoderTiny": _TINY_VAE}
+# For the errors: what to pass when a folder holds some other class than the one needed.
+_CLASS_HINTS = {"AutoencoderTiny": TINY_VAE_HINT}
 
 
 def cpu_has_amx() -> bool:
@@ -86,11 +77,8 @@ def resolve_model(model: str | None, *, what: str = "model") -> Path:
     path = Path(model).expanduser()
     if path.is_dir():
         return path
-    if model.startswith(("/", ".", "~")) or model.count("/") != 1:
-        raise ModelNotFound(
-            f"{what} {model!r} is not a folder: looked for {path.resolve()}. Pass "
-            f"{_HOW_TO_GIVE[what]}"
-        )
+    if names_a_local_folder(model):
+        raise ModelNotFound(not_a_folder(what, model))
     return _from_hub(model, what)
 
 

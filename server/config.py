@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.sources import names_a_local_folder, not_a_folder
 from server.default_model import DEFAULT_MODEL, DEFAULT_PIPELINE, DEFAULT_TINY_VAE
 from server.webrtc import CODECS, WebRTCOptions, parse_ice_servers
 from stream.limits import Limits
@@ -27,11 +28,6 @@ if TYPE_CHECKING:
 
 _DEFAULT_LIMITS = Limits()
 DEFAULT_WEB_ROOT = Path(__file__).resolve().parent.parent / "clients" / "web"
-
-_TINY_VAE_HINT = (
-    "a tiny VAE is TAESD, a small autoencoder (AutoencoderTiny) that stands in for the "
-    "model's own VAE: madebyollin/taesd for SD 1/2 and SD-Turbo, madebyollin/taesdxl for SDXL"
-)
 
 
 class MissingFile(ValueError):
@@ -182,8 +178,8 @@ class ServerConfig:
         there: a typo fails in a second, not after torch and diffusers load. Hub ids are
         looked up later, when the pipeline loads."""
         for what, name in (("model", self.model), ("tiny VAE", self.tiny_vae)):
-            if name and _names_a_local_folder(name) and not Path(name).expanduser().is_dir():
-                raise MissingFile(_not_a_folder(what, name))
+            if name and names_a_local_folder(name) and not Path(name).expanduser().is_dir():
+                raise MissingFile(not_a_folder(what, name))
         files: dict[str, str | None] = {
             f"LoRA {name!r}": path for name, path in parse_loras(self.lora).items()
         }
@@ -249,25 +245,6 @@ class ServerConfig:
             return value
 
         return "\n".join(f"  {f.name:<18} {shown(f.name)}" for f in fields(self))
-
-
-def _names_a_local_folder(name: str) -> bool:
-    """Whether ``name`` can only mean a local folder, not a hub id (``owner/name``): the
-    rule of ``pipelines.loading.resolve_model``, applied here before torch is imported."""
-    return name.startswith(("/", ".", "~")) or name.count("/") != 1
-
-
-def _not_a_folder(what: str, name: str) -> str:
-    looked_for = f"{what} {name!r} is not a folder: looked for {Path(name).expanduser().resolve()}"
-    if what == "tiny VAE":
-        return (
-            f"{looked_for}. Pass a folder that holds a tiny autoencoder's config.json and "
-            f"weights, or its hub id; {_TINY_VAE_HINT}"
-        )
-    return (
-        f"{looked_for}. Pass the folder a diffusers pipeline was saved to (it holds "
-        f"model_index.json), or a hub id such as {DEFAULT_MODEL}"
-    )
 
 
 def is_loopback(host: str) -> bool:
