@@ -194,14 +194,23 @@ class EulerSampler(FewStepSampler):
         noise: torch.Tensor | None,
     ) -> torch.Tensor:
         sigma = _unsqueeze(schedule.levels[k], sample)
+        return self._move(sample, model_output, sigma, _unsqueeze(schedule.levels[k + 1], sample))
+
+    def _move(
+        self,
+        sample: torch.Tensor,
+        model_output: torch.Tensor,
+        sigma: torch.Tensor,
+        target: torch.Tensor,
+    ) -> torch.Tensor:
+        """An Euler step from ``sigma`` to ``target`` along the model's prediction."""
         model_output = model_output.to(torch.float32)
         if self.prediction_type == "epsilon":
             clean = sample - sigma * model_output
         else:  # v_prediction
             clean = model_output * (-sigma / (sigma**2 + 1) ** 0.5) + (sample / (sigma**2 + 1))
         derivative = (sample - clean) / sigma
-        dt = _unsqueeze(schedule.levels[k + 1], sample) - sigma
-        return sample + derivative * dt
+        return sample + derivative * (target - sigma)
 
 
 class EulerAncestralSampler(EulerSampler):
@@ -227,16 +236,9 @@ class EulerAncestralSampler(EulerSampler):
     ) -> torch.Tensor:
         sigma = _unsqueeze(schedule.levels[k], sample)
         sigma_to = _unsqueeze(schedule.levels[k + 1], sample)
-        model_output = model_output.to(torch.float32)
-        if self.prediction_type == "epsilon":
-            clean = sample - sigma * model_output
-        else:  # v_prediction
-            clean = model_output * (-sigma / (sigma**2 + 1) ** 0.5) + (sample / (sigma**2 + 1))
         sigma_up = (sigma_to**2 * (sigma**2 - sigma_to**2) / sigma**2) ** 0.5
         sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
-        derivative = (sample - clean) / sigma
-        dt = sigma_down - sigma
-        moved = sample + derivative * dt
+        moved = self._move(sample, model_output, sigma, sigma_down)
         return moved if noise is None else moved + noise * sigma_up
 
 
