@@ -108,6 +108,13 @@ PLANTS = [
         "vae_dtype = dtype",
     ),
     Plant(
+        "lcm-lora-on-request",
+        "a base model's LCM-LoRA only for sessions that ask for it by name",
+        "pipelines/lcm.py",
+        "        return LCM_LORA\n",
+        "        return None\n",
+    ),
+    Plant(
         "lcm-grid",
         "LCM's timesteps evenly spaced instead of from its distillation grid",
         "pipelines/samplers.py",
