@@ -11,7 +11,7 @@ Fidelity: a request makes the frame diffusers' own pipeline makes on the same
 weights and settings with ``generator=torch.Generator("cpu").manual_seed(seed)``
 (a batch of one): noise is drawn from the session's seed on the CPU in the order
 diffusers draws it (the VAE posterior sample for image to image, the initial
-noise, then LCM's fresh noise per step), text encoders, guidance, VAE scaling
+noise, then the sampler's fresh noise per step), text encoders, guidance, VAE scaling
 and upcasting and pre- and post-processing follow the reference pipelines.
 ``tests/pipelines/test_reference.py`` holds livegen to that, latents and pixels.
 
@@ -69,7 +69,7 @@ class SeedNoise:
 
     posterior: torch.Tensor | None  # (C, h, w): the VAE posterior sample's (image to image)
     initial: torch.Tensor  # (C, h, w)
-    steps: torch.Tensor  # (n, C, h, w): fresh noise for the sampler's steps (LCM)
+    steps: torch.Tensor  # (n, C, h, w): fresh noise for the sampler's steps (lcm, euler_a)
 
 
 @dataclass(frozen=True, slots=True)
