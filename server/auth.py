@@ -142,9 +142,9 @@ def text_response(status: int, message: str) -> Response:
 
 
 def _json(status: int, body: object) -> Response:
-    answer = response(status, json.dumps(body).encode(), "application/json")
-    answer.headers["Cache-Control"] = "no-store"  # tokens and refusals are never reused
-    return answer
+    # Tokens and refusals are never reused. (Setting the header on the Response would
+    # add a second Cache-Control beside response()'s.)
+    return response(status, json.dumps(body).encode(), "application/json", "no-store")
 
 
 def _unauthorized(message: str) -> Response:

@@ -27,12 +27,14 @@ WEBSOCKET_PATH = "/ws"
 TOKEN_PATHS = ("/tokens", "/tokens/")
 
 
-def response(status: int, body: bytes, content_type: str) -> Response:
+def response(
+    status: int, body: bytes, content_type: str, cache_control: str = "no-cache"
+) -> Response:
     headers = Headers(
         [
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-cache"),
+            ("Cache-Control", cache_control),
         ]
     )
     return Response(status, http.HTTPStatus(status).phrase, headers, body)

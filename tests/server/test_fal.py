@@ -275,8 +275,9 @@ async def test_a_plain_get_on_a_fal_route_asks_for_an_upgrade(start_server):
     assert status == 426
 
 
-async def post(server, path: str, key: str | None = None) -> tuple[int, Any]:
-    """An HTTP POST with no body (the way /tokens/ takes one), as raw HTTP/1.1."""
+async def post_raw(server, path: str, key: str | None = None) -> tuple[int, list[str], bytes]:
+    """An HTTP POST with no body (the way /tokens/ takes one), as raw HTTP/1.1: the status,
+    the header lines, the body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     auth = f"Authorization: Key {key}\r\n" if key is not None else ""
     writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n".encode())
@@ -284,7 +285,13 @@ async def post(server, path: str, key: str | None = None) -> tuple[int, Any]:
     answer = await asyncio.wait_for(reader.read(), WAIT_S)
     writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
+    status_line, *header_lines = head.decode().split("\r\n")
+    return int(status_line.split()[1]), header_lines, body
+
+
+async def post(server, path: str, key: str | None = None) -> tuple[int, Any]:
+    status, _, body = await post_raw(server, path, key)
+    return status, json.loads(body)
 
 
 async def test_post_tokens_mints_a_token_as_fals_rest_api_answers(start_server):
@@ -305,6 +312,14 @@ async def test_post_tokens_mints_a_token_as_fals_rest_api_answers(start_server):
     assert (await post(server, "/tokens/", KEY))[0] == 400  # for no app
     status, _, _ = await get(http_url(server, "/tokens/"))
     assert status == 405
+
+
+async def test_token_answers_carry_one_cache_control_no_store(start_server):
+    server = await start_server(api_keys=KEY)
+    for key in (KEY, "wrong"):  # a token, and a 401
+        _, headers, _ = await post_raw(server, "/tokens/?allowed_apps=a", key)
+        cache = [line for line in headers if line.lower().startswith("cache-control:")]
+        assert cache == ["Cache-Control: no-store"]
 
 
 async def test_without_keys_tokens_are_a_placeholder(start_server):
