@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from livegen_client.cli import main
@@ -71,3 +72,18 @@ async def test_cli_takes_the_output_format_from_the_out_suffix(start_server, tmp
     assert status == 0
     with Image.open(out) as saved:
         assert saved.format == "WEBP"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "mention"),
+    [
+        (["--out", "x.gif"], "--out x.gif: livegen sends JPEG, PNG or WebP"),
+        (["--out", "result"], "--out result: livegen sends JPEG, PNG or WebP"),
+        (["--out", "x.png", "--format", "jpeg"], "--out x.png is not jpeg"),
+    ],
+)
+def test_cli_refuses_an_out_name_that_would_misname_the_image(arguments, mention, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--prompt", "a fox", *arguments])
+    assert exited.value.code == 2
+    assert mention in capsys.readouterr().err

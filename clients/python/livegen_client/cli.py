@@ -42,8 +42,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="output format (default: from the --out suffix, else jpeg)",
     )
     args = parser.parse_args(argv)
-    if args.output_format is None and args.out is not None:
-        args.output_format = FORMATS_BY_SUFFIX.get(args.out.suffix.lower())
+    if args.out is not None:
+        # The bytes saved are the server's: a suffix that names another format would lie.
+        suffix_format = FORMATS_BY_SUFFIX.get(args.out.suffix.lower())
+        if suffix_format is None:
+            parser.error(
+                f"--out {args.out}: livegen sends JPEG, PNG or WebP; end the name in "
+                f"{', '.join(FORMATS_BY_SUFFIX)}"
+            )
+        if args.output_format not in (None, suffix_format):
+            parser.error(f"--out {args.out} is not {args.output_format}: change one of them")
+        args.output_format = suffix_format
     params = {
         name: getattr(args, name)
         for name in ("prompt", "strength", "steps", "seed", "output_format")
