@@ -162,7 +162,7 @@ class Connection:
             answer = await call.answer(sdp)
         except Exception as exc:  # aiortc refuses a bad offer with many exception types
             await call.close()
-            self.send_error(InvalidField(f"webrtc.offer refused: {exc or type(exc).__name__}"))
+            self.send_error(InvalidField(f"webrtc.offer refused: {_reason(exc)}"))
             return
         self.call = call
         self.send(WebRTCAnswer(sdp=answer))
@@ -176,7 +176,7 @@ class Connection:
                 message.candidate, message.sdp_mid, message.sdp_mline_index
             )
         except Exception as exc:  # a malformed candidate line
-            self.send_error(InvalidField(f"webrtc.candidate refused: {exc or type(exc).__name__}"))
+            self.send_error(InvalidField(f"webrtc.candidate refused: {_reason(exc)}"))
 
     async def _hang_up(self) -> None:
         call, self.call = self.call, None
@@ -228,3 +228,8 @@ class Connection:
             return False
         self.session.params = params
         return True
+
+
+def _reason(exc: Exception) -> str:
+    """An exception's words, or its type where it has none (an empty assert in a parser)."""
+    return str(exc) or type(exc).__name__

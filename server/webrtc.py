@@ -33,7 +33,7 @@ from aiortc import (
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamError
 from aiortc.rtp import RtpPacket
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 from av import VideoFrame
 
 from stream.events import FrameIn
@@ -191,9 +191,19 @@ class Call:
                 if codec.mimeType.lower() in (f"video/{self._options.codec}", "video/rtx")
             ]
         )
+        if not sdp.lstrip().startswith("v=0"):
+            raise ValueError("the offer is not an SDP session description (it starts with v=0)")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         if transceiver.mid is None:
             raise ValueError("the offer has no video: send a camera track")
+        video = [m for m in SessionDescription.parse(sdp).media if m.kind == "video"]
+        if not any(m.direction in (None, "sendrecv", "sendonly") for m in video):
+            # A receive-only offer would connect and then never see a frame: livegen
+            # makes its video from the camera the caller sends.
+            raise ValueError(
+                "the offer's video only receives: send a camera track as well (sendrecv); "
+                "livegen makes its video from yours"
+            )
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         description = self.pc.localDescription
         assert description is not None
@@ -202,7 +212,13 @@ class Call:
     async def add_candidate(self, candidate: str, sdp_mid: str | None, index: int | None) -> None:
         if not candidate:
             return  # end of candidates
-        parsed = candidate_from_sdp(candidate.removeprefix("candidate:"))
+        try:
+            parsed = candidate_from_sdp(candidate.removeprefix("candidate:"))
+        except (AssertionError, ValueError, IndexError):  # what aiortc's parser raises
+            raise ValueError(
+                f"{candidate[:80]!r} is not an ICE candidate line (candidate:FOUNDATION "
+                "COMPONENT PROTOCOL PRIORITY ADDRESS PORT typ TYPE ...)"
+            ) from None
         parsed.sdpMid, parsed.sdpMLineIndex = sdp_mid, index
         await self.pc.addIceCandidate(parsed)
 

@@ -192,9 +192,36 @@ async def test_a_bad_offer_is_refused_and_the_session_goes_on(start_server, jpeg
         frame = await asyncio.wait_for(client.next_frame(), WAIT_S)
 
     assert refused.value.code == ErrorCode.INVALID_FIELD
-    assert "webrtc.offer refused" in str(refused.value)
+    assert "webrtc.offer refused: the offer is not an SDP session description" in str(refused.value)
     assert "send webrtc.offer before webrtc.candidate" in str(early.value)
     assert frame.id == 3
+
+
+async def test_a_candidate_that_does_not_parse_is_refused_with_words(start_server):
+    server = await start_server(ShadingPipeline())
+    async with await LivegenClient.connect(ws_url(server)) as client:
+        caller = await Caller.start(client)
+        await client.websocket.send(pack(WebRTCCandidate(candidate="candidate:garbage")))
+        with pytest.raises(ServerError) as refused:
+            await asyncio.wait_for(client.next_frame(), WAIT_S)
+        await caller.hang_up()
+
+    message = str(refused.value)
+    assert "webrtc.candidate refused: 'candidate:garbage' is not an ICE candidate line" in message
+
+
+async def test_a_receive_only_video_offer_is_refused(start_server):
+    server = await start_server(ShadingPipeline())
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    async with await LivegenClient.connect(ws_url(server)) as client:
+        await client.websocket.send(pack(WebRTCOffer(sdp=pc.localDescription.sdp)))
+        with pytest.raises(ServerError) as refused:
+            await asyncio.wait_for(client.next_frame(), WAIT_S)
+    await pc.close()
+
+    assert "the offer's video only receives: send a camera track" in str(refused.value)
 
 
 async def test_an_offer_without_video_is_refused(start_server):
