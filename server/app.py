@@ -180,8 +180,9 @@ class LivegenServer:
             del self.attached[session.id]
             self.sessions.detach(session, time.perf_counter())
 
-    def close_session(self, session: Session) -> None:
-        log.info("session %s closed by the client", session.id)
+    def close_session(self, session: Session, why: str) -> None:
+        """End ``session`` now, not after a grace period; ``why`` goes to the log."""
+        log.info("session %s %s", session.id, why)
         self.sessions.remove(session)
         self.attached.pop(session.id, None)
         self._free(session)

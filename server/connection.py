@@ -136,7 +136,7 @@ class Connection:
             self._spawn(self._signal(event.message))
         else:
             assert isinstance(event, CloseRequested) and self.session is not None
-            self.app.close_session(self.session)
+            self.app.close_session(self.session, "closed by the client (session.close)")
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

@@ -150,7 +150,8 @@ class FalConnection:
                 await self._transport.receive(self._receive)
             finally:
                 # fal clients never resume: free the session now, not after a grace period.
-                self.app.close_session(self.session)
+                why = "ended by the drain" if self.app.draining else "ended with its connection"
+                self.app.close_session(self.session, why)
 
     def _receive(self, data: bytes | str) -> None:
         fal_input = self.protocol.receive(data, time.perf_counter())

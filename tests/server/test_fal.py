@@ -255,18 +255,21 @@ async def test_a_fal_session_is_freed_when_its_connection_closes(start_server, j
     await wait_until(lambda: len(server.sessions) == 0)
 
 
-async def test_shutdown_says_closing_and_closes_with_1001(start_server, jpeg):
+async def test_shutdown_says_closing_and_closes_with_1001(start_server, jpeg, caplog):
     server = await start_server()
     async with connect(fal_url(server)) as websocket:
         await send(websocket, image_url=jpeg(seed=1))
         await receive(websocket)
-        await server.drain()
+        with caplog.at_level("INFO", logger="server.app"):
+            await server.drain()
         notice = await receive(websocket)
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(websocket.recv(), WAIT_S)
 
     assert notice == {"type": "x-fal-message", "action": "closing", "reason": "shutdown"}
     assert websocket.close_code == 1001
+    # The server closed it: the log must not blame the client.
+    assert "ended by the drain" in caplog.text and "by the client" not in caplog.text
 
 
 async def test_a_plain_get_on_a_fal_route_asks_for_an_upgrade(start_server):
