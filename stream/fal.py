@@ -40,7 +40,7 @@ from stream.errors import (
 )
 from stream.limits import Limits
 from stream.messages import FrameOut, ServerMessage, SessionClosing, SessionStarted
-from stream.params import MAX_SEED, Params, parse_params_patch
+from stream.params import MAX_SEED, Params, PromptBlend, SeedBlend, parse_params_patch
 from stream.protocol import ConnectionState, PeerProtocol
 
 # fal's clients refuse values outside this range before they connect.
@@ -141,8 +141,8 @@ def parse_query(query: str) -> FalQuery:
 class FalRequest:
     """What a result echoes from the input it answers."""
 
-    seed: int
-    prompt: str
+    seed: int | SeedBlend
+    prompt: str | PromptBlend
     request_id: str | None
     # fal's apps put a data: URI in ``url`` unless ``sync_mode`` is false.
     inline_url: bool

@@ -62,6 +62,14 @@ def test_to_wire_lists_every_param() -> None:
         "lora": "",
         "similarity_threshold": 0.0,
         "latent_feedback": 0.0,
+        "prompt_blend": "linear",
+        "prompt_transition": 0,
+        "controlnet": (),
+        "control_scale": 1.0,
+        "control_start": 0.0,
+        "control_end": 1.0,
+        "control_source": "image",
+        "invert": False,
     }
 
 
@@ -71,7 +79,7 @@ def test_to_wire_lists_every_param() -> None:
         ([("steps", 2)], "params must be a map, got list"),
         ({"sampler": "euler"}, "unknown param 'sampler'; known params: prompt, "),
         ({b"steps": 2}, "unknown param b'steps'"),
-        ({"prompt": 3}, "param 'prompt' must be str, got int"),
+        ({"prompt": 3}, "param 'prompt' must be a str or a list [[text, weight], ...], got int"),
         ({"steps": 2.0}, "param 'steps' must be int, got float"),
         ({"steps": True}, "param 'steps' must be int, got bool"),
         ({"strength": False}, "param 'strength' must be float, got bool"),
@@ -96,4 +104,56 @@ def test_bad_params_are_refused_naming_the_field(raw: object, mention: str) -> N
         parse_params_patch(raw)
     assert caught.value.code == ErrorCode.INVALID_PARAMS
     assert not caught.value.fatal
+    assert mention in str(caught.value)
+
+
+def test_blends_controls_and_scales_come_back_as_tuples() -> None:
+    patch = parse_params_patch(
+        {
+            "prompt": [["a cat", 1], ["a dog", 0.5]],
+            "seed": [[1, 2], [7, 0]],
+            "controlnet": ["scribble", "canny"],
+            "control_scale": [0.5, 1],
+            "invert": True,
+        }
+    )
+
+    assert patch == {
+        "prompt": (("a cat", 1.0), ("a dog", 0.5)),
+        "seed": ((1, 2.0), (7, 0.0)),
+        "controlnet": ("scribble", "canny"),
+        "control_scale": (0.5, 1.0),
+        "invert": True,
+    }
+    assert parse_params_patch({"controlnet": "scribble"}) == {"controlnet": ("scribble",)}
+    assert parse_params_patch({"controlnet": ""}) == {"controlnet": ()}
+    # A plain prompt and seed stay plain.
+    assert parse_params_patch({"prompt": "a cat", "seed": 3}) == {"prompt": "a cat", "seed": 3}
+
+
+@pytest.mark.parametrize(
+    ("raw", "mention"),
+    [
+        ({"prompt": []}, "of 1 to 8 pairs, got 0"),
+        ({"prompt": [["a", 1]] * 9}, "of 1 to 8 pairs, got 9"),
+        ({"prompt": [["a", 0], ["b", 0]]}, "the weights are all 0; give one a weight above 0"),
+        ({"prompt": [["a", -1]]}, "param 'prompt weight' must be in [0.0, 1000000.0], got -1.0"),
+        ({"prompt": [["a"]]}, "each item is a [value, weight] pair"),
+        ({"prompt": [[1, 1]]}, "param 'prompt' must be str, got int"),
+        ({"seed": [[-1, 1]]}, "param 'seed' must be in [0, 4294967295], got -1"),
+        ({"seed": "7"}, "param 'seed' must be int, got str"),
+        ({"controlnet": [1]}, "param 'controlnet' must be a name or a list of names"),
+        ({"control_scale": 2.5}, "param 'control_scale' must be in [0.0, 2.0], got 2.5"),
+        ({"control_scale": []}, "param 'control_scale' takes 1 to 8 scales"),
+        ({"control_source": "hed"}, "param 'control_source' must be one of image, canny"),
+        ({"invert": 1}, "param 'invert' must be bool, got int"),
+        ({"prompt_blend": "cubic"}, "param 'prompt_blend' must be one of linear, slerp"),
+        ({"prompt_transition": 121}, "param 'prompt_transition' must be in [0, 120]"),
+    ],
+)
+def test_bad_blends_and_controls_are_refused_saying_what_works(
+    raw: dict[str, object], mention: str
+) -> None:
+    with pytest.raises(InvalidParams) as caught:
+        parse_params_patch(raw)
     assert mention in str(caught.value)
