@@ -21,12 +21,15 @@ from server.config import ServerConfig
 from server.connection import Connection
 from server.fal import FalConnection, FalGate, is_fal_request
 from server.http import Routes, load_static_files
+from server.listener import connection_factory
 from server.metrics import Metrics
-from server.webrtc import configure_aiortc
+from server.webrtc import Outlets, configure_aiortc
+from server.whip import MediaRoutes
 from server.worker import FrameFailed, InferenceWorker, Result, VideoResult
 from stream.errors import CloseCode, InvalidParams
-from stream.events import StartRequested
+from stream.events import FrameIn, StartRequested
 from stream.messages import SessionClosing, SessionStarted
+from stream.params import Params
 from stream.registry import SessionRegistry
 from stream.session import Session
 
@@ -59,6 +62,9 @@ class LivegenServer:
             max_batch=config.max_batch,
         )
         self.connections: set[AnyConnection] = set()
+        # Where each session's generated video goes out over WebRTC, and WHIP/WHEP.
+        self.outlets = Outlets()
+        self.media = MediaRoutes(self)
         # Session id to the connection that holds it.
         self.attached: dict[str, AnyConnection] = {}
         self.warmup_error: BaseException | None = None
@@ -95,6 +101,7 @@ class LivegenServer:
             max_size=self.config.max_message_bytes,
             compression=None,  # images are compressed already; deflate only costs time
             ssl=self.config.ssl_context,
+            create_connection=connection_factory(self.media),  # WHIP and WHEP read bodies
         )
         self._spawn(self._warm_up())
         self._spawn(self._expire_sessions())
@@ -140,21 +147,12 @@ class LivegenServer:
         if request.session_id is not None and request.resume_token is not None:
             session = self.sessions.find(request.session_id, request.resume_token)
             params = session.params.updated(request.params)
+            self._check_params(params)
+            self.sessions.attach(session)
+            session.params = params
         else:
-            session = None
-            params = self.pipeline.default_params.updated(request.params)
-        try:
-            self.pipeline.check_params(params)
-        except ValueError as exc:
-            raise InvalidParams(str(exc)) from None
-        if session is None:
-            evicted = self.sessions.make_room()
-            if evicted is not None:
-                log.info("session %s evicted from its grace period to make room", evicted.id)
-                self._free(evicted)
-            session = self.sessions.create(params)
-        self.sessions.attach(session)
-        session.params = params
+            session = self.new_session(request.params)
+            params = session.params
         previous = self.attached.get(session.id)
         if previous is not None:
             previous.close(CloseCode.SESSION_TAKEN_OVER, "session resumed on another connection")
@@ -173,12 +171,43 @@ class LivegenServer:
         )
         return session
 
+    def new_session(self, patch: dict[str, Any]) -> Session:
+        """A session with ``patch`` over the defaults, held (raises ProtocolError)."""
+        params = self.pipeline.default_params.updated(patch)
+        self._check_params(params)
+        evicted = self.sessions.make_room()
+        if evicted is not None:
+            log.info("session %s evicted from its grace period to make room", evicted.id)
+            self._free(evicted)
+        session = self.sessions.create(params)
+        self.sessions.attach(session)
+        return session
+
+    def _check_params(self, params: Params) -> None:
+        try:
+            self.pipeline.check_params(params)
+        except ValueError as exc:
+            raise InvalidParams(str(exc)) from None
+
+    def offer(self, session: Session, frame: FrameIn) -> None:
+        """Queue a checked input for the worker (latest wins)."""
+        self.metrics.frames_in.inc()
+        if self.draining:
+            # Clients have been told the server is closing; only frames in flight finish.
+            self.metrics.frames_dropped.labels("input").inc()
+            return
+        if session.offer(frame):
+            self.metrics.frames_dropped.labels("input").inc()
+        self.worker.notify(session)
+
     def detach(self, connection: AnyConnection) -> None:
-        """``connection`` is gone; its session waits out the grace period for a resume."""
+        """``connection`` is gone; its session waits out the grace period for a resume
+        (unless a WHIP publisher holds it too)."""
         session = connection.session
         if session is not None and self.attached.get(session.id) is connection:
             del self.attached[session.id]
-            self.sessions.detach(session, time.perf_counter())
+            if not self.media.holds(session.id):
+                self.sessions.detach(session, time.perf_counter())
 
     def close_session(self, session: Session, why: str) -> None:
         """End ``session`` now, not after a grace period; ``why`` goes to the log."""
@@ -188,6 +217,7 @@ class LivegenServer:
         self._free(session)
 
     def _free(self, session: Session) -> None:
+        self.media.session_ended(session.id)
         session.inbox.take()
         session.last_decoded = None
         session.pipeline_state = None
@@ -197,13 +227,18 @@ class LivegenServer:
         self._loop.call_soon_threadsafe(self._deliver, session, result)
 
     def _deliver(self, session: Session, result: Result) -> None:
+        if isinstance(result, VideoResult):
+            # To the session's calls and viewers, attached to a WebSocket or not.
+            if self.outlets.put(session.id, result.pixels):
+                self.metrics.frames_out.inc()
+                total_s = time.perf_counter() - result.received_at
+                self.metrics.stage_seconds.labels("total").observe(total_s)
+            return
         connection = self.attached.get(session.id)
         if connection is None:
             return  # detached or closed: the result has nobody to go to
         if isinstance(result, FrameFailed):
             connection.send_error(result.error, result.frame_id)
-        elif isinstance(result, VideoResult):
-            connection.send_video(result.pixels, result.received_at)
         else:
             connection.send_frame(result.data, result.received_at)
 
@@ -232,6 +267,7 @@ class LivegenServer:
             )
         for connection in list(self.connections):
             connection.close(CloseCode.GOING_AWAY, "server shutting down")
+        await self.media.close_all()
         self._listener.close()
         await self._listener.wait_closed()
         others = self._tasks - {asyncio.current_task()}

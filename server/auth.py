@@ -58,33 +58,46 @@ class AuthGate:
         token = parse_qs(urlsplit(request.path).query).get("token", [None])[-1]
         return self.check(request, WEBSOCKET_PATH, _opens_livegen, token, "token")
 
+    def check_media(self, request: Request, route: str) -> Response | None:
+        """The answer to a WHIP or WHEP request: None lets it go on.
+
+        As for /ws, an API key or a token for livegen, in the bearer scheme the
+        WHIP specification (RFC 9725) and its clients (OBS, GStreamer) use;
+        ``Key`` is taken too.
+        """
+        return self.check(request, route, _opens_livegen, None, None, ("Bearer", "Key"))
+
     def check(
         self,
         request: Request,
         route: str,
         grants: Callable[[str], bool],
         query_token: str | None,
-        query_name: str,
+        query_name: str | None,
+        scheme_names: tuple[str, ...] = ("Key",),
     ) -> Response | None:
-        """The answer to a handshake on ``route``: None lets it go on.
+        """The answer to a request for ``route``: None lets it go on.
 
         ``grants`` says whether a token's app entry covers the route; the token
-        comes from the ``Authorization`` header or else from the query, where it
-        is called ``query_name``.
+        comes from the ``Authorization`` header (under one of ``scheme_names``,
+        the first the one to suggest) or else from the query, where it is called
+        ``query_name`` (None: the route takes no token in its query).
         """
         if not self.enabled:
             return None
         scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
         credential = credential.strip()
-        if scheme and (scheme.lower() != "key" or not credential):
-            return _unauthorized("use 'Authorization: Key <API key or token>'")
+        suggested = scheme_names[0]
+        if scheme and (scheme.lower() not in map(str.lower, scheme_names) or not credential):
+            return _unauthorized(f"use 'Authorization: {suggested} <API key or token>'", suggested)
         if credential and self.verifier.is_api_key(credential):
             return None
         token = credential or query_token
         if token is None:
+            where = f"a token ({query_name} in the query)" if query_name else "a token"
             return _unauthorized(
-                f"this server needs a token ({query_name} in the query) or an API key "
-                "(Authorization: Key ...)"
+                f"this server needs {where} or an API key (Authorization: {suggested} ...)",
+                suggested,
             )
         try:
             grant = self.verifier.verify(token, self._clock())
@@ -93,7 +106,7 @@ class AuthGate:
         except TokenError as exc:
             log.info("handshake for %s refused: %s", route, exc)
             if exc.status == 401:
-                return _unauthorized(str(exc))
+                return _unauthorized(str(exc), suggested)
             return text_response(exc.status, str(exc))
         return None
 
@@ -147,7 +160,7 @@ def _json(status: int, body: object) -> Response:
     return response(status, json.dumps(body).encode(), "application/json", "no-store")
 
 
-def _unauthorized(message: str) -> Response:
+def _unauthorized(message: str, scheme: str = "Key") -> Response:
     refused = text_response(401, message)
-    refused.headers["WWW-Authenticate"] = 'Key realm="livegen"'
+    refused.headers["WWW-Authenticate"] = f'{scheme} realm="livegen"'
     return refused

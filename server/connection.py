@@ -16,7 +16,6 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from websockets.asyncio.server import ServerConnection
 
 from server.transport import Transport
@@ -81,14 +80,6 @@ class Connection:
     def send_frame(self, data: bytes, received_at: float) -> None:
         """Queue a packed ``frame.out``; one not yet sent is replaced."""
         self._transport.put(data, received_at)
-
-    def send_video(self, pixels: np.ndarray, received_at: float) -> None:
-        """Hand a generated frame to the WebRTC call (which replaces one not yet sent)."""
-        if self.call is None:
-            return  # the call ended while the frame was made
-        self.call.output.put(pixels)
-        self.app.metrics.frames_out.inc()
-        self.app.metrics.stage_seconds.labels("total").observe(time.perf_counter() - received_at)
 
     def send(self, message: ServerMessage) -> None:
         self.protocol.send(message)
@@ -165,6 +156,7 @@ class Connection:
             self.send_error(InvalidField(f"webrtc.offer refused: {_reason(exc)}"))
             return
         self.call = call
+        self.app.outlets.add(session.id, call.output)
         self.send(WebRTCAnswer(sdp=answer))
 
     async def _add_candidate(self, message: WebRTCCandidate) -> None:
@@ -182,6 +174,8 @@ class Connection:
         call, self.call = self.call, None
         if call is None:
             return
+        if self.session is not None:
+            self.app.outlets.discard(self.session.id, call.output)
         # Shielded: a webrtc.close followed at once by the socket closing cancels the
         # signalling task mid-close, which would leave the peer connection's sockets open.
         closing = asyncio.ensure_future(call.close())
@@ -209,14 +203,7 @@ class Connection:
             return
         if frame.patch and not self._apply_params(frame.patch, frame.id):
             return
-        self.app.metrics.frames_in.inc()
-        if self.app.draining:
-            # The client has been sent session.closing; only frames already in flight finish.
-            self.app.metrics.frames_dropped.labels("input").inc()
-            return
-        if session.offer(frame):
-            self.app.metrics.frames_dropped.labels("input").inc()
-        self.app.worker.notify(session)
+        self.app.offer(session, frame)
 
     def _apply_params(self, patch: dict[str, object], frame_id: int | None = None) -> bool:
         assert self.session is not None

@@ -52,8 +52,6 @@ from stream.params import MAX_SEED, Params
 from stream.session import Session
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from server.app import LivegenServer
 
 log = logging.getLogger(__name__)
@@ -224,9 +222,6 @@ class FalConnection:
         if request is None:
             return
         self._transport.put((frame, request), received_at)
-
-    def send_video(self, pixels: np.ndarray, received_at: float) -> None:
-        """Never called: a fal session has no WebRTC call."""
 
     def send(self, message: ServerMessage) -> None:
         self.protocol.send(message)

@@ -117,22 +117,27 @@ class Routes:
         return response(404, b"not found\n", "text/plain")
 
     def _check_origin(self, request: Request) -> Response | None:
-        """Refuse browsers on other sites (cross-site WebSocket hijacking).
+        return origin_refusal(request, self._allowed_origins)
 
-        Clients that send no Origin (not browsers) and pages livegen served from an
-        IP address or localhost are let in; other origins only when allowed by name
-        or ``*`` (a deployment under a domain name lists its own origin).
-        """
-        origin = request.headers.get("Origin")
-        if origin is None or "*" in self._allowed_origins or origin in self._allowed_origins:
-            return None
-        # Same origin counts only for addresses and localhost: a domain name can be
-        # rebound by its owner to this machine, making Origin and Host agree.
-        origin_url = urlsplit(origin)
-        if origin_url.netloc == request.headers.get("Host") and _not_rebindable(origin_url):
-            return None
-        refusal = f"origin {origin} is not allowed; start livegen with --allowed-origins {origin}\n"
-        return response(403, refusal.encode(), "text/plain")
+
+def origin_refusal(request: Request, allowed_origins: frozenset[str]) -> Response | None:
+    """Refuse browsers on other sites (cross-site WebSocket hijacking, or a page
+    starting WHIP sessions on a livegen without auth on loopback).
+
+    Clients that send no Origin (not browsers) and pages livegen served from an
+    IP address or localhost are let in; other origins only when allowed by name
+    or ``*`` (a deployment under a domain name lists its own origin).
+    """
+    origin = request.headers.get("Origin")
+    if origin is None or "*" in allowed_origins or origin in allowed_origins:
+        return None
+    # Same origin counts only for addresses and localhost: a domain name can be
+    # rebound by its owner to this machine, making Origin and Host agree.
+    origin_url = urlsplit(origin)
+    if origin_url.netloc == request.headers.get("Host") and _not_rebindable(origin_url):
+        return None
+    refusal = f"origin {origin} is not allowed; start livegen with --allowed-origins {origin}\n"
+    return response(403, refusal.encode(), "text/plain")
 
 
 def _not_rebindable(url: SplitResult) -> bool:

@@ -122,6 +122,10 @@ def configure_aiortc(bitrate_bps: int, host_addresses: Sequence[str] | None) -> 
         ]
 
 
+class NoVideoError(ValueError):
+    """An offer that is SDP but has no video this call can use."""
+
+
 class GeneratedTrack(MediaStreamTrack):
     """Sends the newest generated frame when there is a new one; never queues."""
 
@@ -158,12 +162,17 @@ class GeneratedTrack(MediaStreamTrack):
 
 
 class Call:
-    """One session's peer connection, from an offer to hang-up."""
+    """One peer connection, from an offer to hang-up.
+
+    A camera call (``offer_input`` given) takes the peer's video as the session's
+    input and may send generated video back; a viewer's call (``offer_input``
+    None, WHEP) only sends. Either way ``output`` is the track that goes out.
+    """
 
     def __init__(
         self,
         options: WebRTCOptions,
-        offer_input: Callable[[FrameIn], None],
+        offer_input: Callable[[FrameIn], None] | None,
         on_ended: Callable[[Call, str | None], None],
     ) -> None:
         """``on_ended(call, reason)`` is told when the connection fails (with why)
@@ -175,8 +184,14 @@ class Call:
         self._offer_input = offer_input
         self._on_ended = on_ended
         self._drains: set[asyncio.Task[None]] = set()
+        # Whether the peer takes video back, known once its offer is read.
+        self.sends_back = False
         self.pc.on("track", self._on_track)
         self.pc.on("connectionstatechange", self._on_state)
+
+    @property
+    def connected(self) -> bool:
+        return self.pc.connectionState == "connected"
 
     async def answer(self, sdp: str) -> str:
         """Take the client's offer; the answer holds all our ICE candidates (no trickle)."""
@@ -195,19 +210,35 @@ class Call:
             raise ValueError("the offer is not an SDP session description (it starts with v=0)")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         if transceiver.mid is None:
-            raise ValueError("the offer has no video: send a camera track")
-        video = [m for m in SessionDescription.parse(sdp).media if m.kind == "video"]
-        if not any(m.direction in (None, "sendrecv", "sendonly") for m in video):
-            # A receive-only offer would connect and then never see a frame: livegen
-            # makes its video from the camera the caller sends.
-            raise ValueError(
-                "the offer's video only receives: send a camera track as well (sendrecv); "
-                "livegen makes its video from yours"
-            )
+            wanted = "send a camera track" if self._offer_input else "receive video (recvonly)"
+            raise NoVideoError(f"the offer has no video: {wanted}")
+        self._check_video_direction(sdp)
+        for other in self.pc.getTransceivers():
+            if other.kind == "audio":
+                # Nothing here listens to sound (OBS sends it): refused in the answer,
+                # so it is neither sent nor decoded into a queue nobody reads.
+                other.direction = "inactive"
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         description = self.pc.localDescription
         assert description is not None
         return description.sdp
+
+    def _check_video_direction(self, sdp: str) -> None:
+        directions = {m.direction for m in SessionDescription.parse(sdp).media if m.kind == "video"}
+        # A send-only camera (OBS over WHIP) is watched through WHEP instead.
+        self.sends_back = bool(directions & {None, "sendrecv", "recvonly"})
+        if self._offer_input is None:
+            if not directions & {None, "sendrecv", "recvonly"}:
+                raise NoVideoError(
+                    "the offer's video only sends: a viewer's offer receives (recvonly)"
+                )
+        elif not directions & {None, "sendrecv", "sendonly"}:
+            # A receive-only offer would connect and then never see a frame: livegen
+            # makes its video from the camera the caller sends.
+            raise NoVideoError(
+                "the offer's video only receives: send a camera track as well (sendrecv); "
+                "livegen makes its video from yours"
+            )
 
     async def add_candidate(self, candidate: str, sdp_mid: str | None, index: int | None) -> None:
         if not candidate:
@@ -230,7 +261,7 @@ class Call:
         await asyncio.gather(*self._drains, return_exceptions=True)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind != "video":
+        if track.kind != "video" or self._offer_input is None:
             return
         task = asyncio.create_task(self._drain(track))
         self._drains.add(task)
@@ -243,6 +274,7 @@ class Call:
                 frame = await track.recv()
                 assert isinstance(frame, VideoFrame)
                 convert = functools.partial(frame.to_ndarray, format="rgb24")
+                assert self._offer_input is not None  # a viewer's call drains nothing
                 self._offer_input(FrameIn(None, None, {}, time.perf_counter(), video=convert))
 
     async def _on_state(self) -> None:
@@ -250,3 +282,32 @@ class Call:
             self._on_ended(self, "the WebRTC connection failed (network lost or blocked)")
         elif self.pc.connectionState == "closed":
             self._on_ended(self, None)
+
+
+class Outlets:
+    """Each session's outgoing video tracks: its camera call's, and its viewers'.
+
+    A generated frame goes to every track of its session; each track keeps only
+    its newest frame, so a slow encoder or viewer drops its own frames and
+    never holds up the model or another viewer.
+    """
+
+    def __init__(self) -> None:
+        self._tracks: dict[str, set[GeneratedTrack]] = {}
+
+    def add(self, session_id: str, track: GeneratedTrack) -> None:
+        self._tracks.setdefault(session_id, set()).add(track)
+
+    def discard(self, session_id: str, track: GeneratedTrack) -> None:
+        tracks = self._tracks.get(session_id)
+        if tracks is not None:
+            tracks.discard(track)
+            if not tracks:
+                del self._tracks[session_id]
+
+    def put(self, session_id: str, pixels: np.ndarray) -> bool:
+        """Hand ``pixels`` to the session's tracks; False when it has none."""
+        tracks = self._tracks.get(session_id, ())
+        for track in tracks:
+            track.put(pixels)
+        return bool(tracks)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import numpy as np
@@ -167,7 +167,7 @@ class InferenceWorker:
             if not decoded:
                 continue
             session = job.session
-            session.last_decoded = job.frame
+            session.last_decoded = _kept(job)
             if session.pipeline_state is None:
                 session.pipeline_state = self._pipeline.new_state()
             # Params are read now, not when the frame arrived: edits jump ahead of media.
@@ -285,6 +285,17 @@ def _check_outputs(outputs: Sequence[np.ndarray], expected: int) -> None:
         if output.dtype != np.uint8 or output.ndim != 3 or output.shape[2] != 3:
             got = f"{output.dtype} {output.shape}"
             raise RuntimeError(f"outputs must be (height, width, 3) uint8 arrays, got {got}")
+
+
+def _kept(job: _Job) -> FrameIn:
+    """The input a session keeps to rerun with new params.
+
+    A camera frame keeps its pixels, not the decoder's frame: that one holds the
+    call's decoder threads, which would outlive a hang-up until the next input.
+    """
+    if job.frame.video is None or job.image is None:
+        return job.frame
+    return replace(job.frame, video=job.image.copy)
 
 
 def _apply(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:

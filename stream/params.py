@@ -8,9 +8,10 @@ the pipeline, which raises ``ValueError`` for them.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import asdict, dataclass, replace
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from stream.errors import InvalidParams
@@ -170,6 +171,28 @@ def parse_params_patch(raw: object) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InvalidParams(f"params must be a map, got {type(raw).__name__}")
     return {name: _check_field(name, value) for name, value in raw.items()}
+
+
+def parse_params_query(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Params given as text (``?prompt=...&strength=0.5``, as WHIP takes them).
+
+    Each value is read as its field's type, then checked as
+    :func:`parse_params_patch` checks a map; raises :class:`InvalidParams`.
+    """
+    return parse_params_patch({name: _from_text(name, text) for name, text in pairs})
+
+
+def _from_text(name: str, text: str) -> Any:
+    """Text fields (and names) as they are; numbers, booleans and blends as JSON."""
+    spec = _FIELDS.get(name)
+    if spec is None or spec in (_prompt, _names) or (isinstance(spec, _Field) and spec.kind is str):
+        return text  # an unknown name is refused by the check
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise InvalidParams(
+            f"param {name!r} must be a number, true or false, or a JSON list; got {text!r}"
+        ) from None
 
 
 def _check_field(name: object, value: Any) -> Any:

@@ -89,31 +89,23 @@ class Received:
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class Caller:
-    """One call to a livegen session: ``await Caller.start(client)``, then ``hang_up``."""
+class Peer:
+    """An aiortc peer connection that reads the video livegen sends it.
 
-    def __init__(self, client: LivegenClient, track: MarkedTrack) -> None:
-        self.client = client
+    Frames that come back are matched, by the number they carry, to the frames
+    ``track`` sent (this peer's own, or another's that feeds the same session).
+    """
+
+    def __init__(self, track: MarkedTrack) -> None:
         self.track = track
         self.pc = RTCPeerConnection()
         self.received = Received()
         self._reader: asyncio.Task[None] | None = None
-
-    @classmethod
-    async def start(cls, client: LivegenClient, track: MarkedTrack | None = None) -> Caller:
-        caller = cls(client, track or MarkedTrack())
-        caller.pc.addTrack(caller.track)
-        caller.pc.on("track", caller._on_track)
-        await caller.pc.setLocalDescription(await caller.pc.createOffer())
-        description = caller.pc.localDescription
-        await client.websocket.send(pack(WebRTCOffer(sdp=description.sdp)))
-        answer = await client.recv()
-        assert isinstance(answer, WebRTCAnswer), answer
-        await caller.pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
-        return caller
+        self.pc.on("track", self._on_track)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        self._reader = asyncio.create_task(self._read(track))
+        if track.kind == "video":
+            self._reader = asyncio.create_task(self._read(track))
 
     async def _read(self, track: MediaStreamTrack) -> None:
         received = self.received
@@ -153,3 +145,23 @@ class Caller:
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
+
+
+class Caller(Peer):
+    """One call to a livegen session: ``await Caller.start(client)``, then ``hang_up``."""
+
+    def __init__(self, client: LivegenClient, track: MarkedTrack) -> None:
+        super().__init__(track)
+        self.client = client
+
+    @classmethod
+    async def start(cls, client: LivegenClient, track: MarkedTrack | None = None) -> Caller:
+        caller = cls(client, track or MarkedTrack())
+        caller.pc.addTrack(caller.track)
+        await caller.pc.setLocalDescription(await caller.pc.createOffer())
+        description = caller.pc.localDescription
+        await client.websocket.send(pack(WebRTCOffer(sdp=description.sdp)))
+        answer = await client.recv()
+        assert isinstance(answer, WebRTCAnswer), answer
+        await caller.pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+        return caller
