@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from stream.errors import ErrorCode, InvalidParams
-from stream.params import MAX_SEED, Params, parse_params_patch
+from stream.params import MAX_SEED, Params, parse_params_patch, parse_params_query
 
 
 def test_valid_patch_comes_back_with_ints_for_floats_made_floats() -> None:
@@ -157,3 +157,46 @@ def test_bad_blends_and_controls_are_refused_saying_what_works(
     with pytest.raises(InvalidParams) as caught:
         parse_params_patch(raw)
     assert mention in str(caught.value)
+
+
+def test_params_from_a_query_string_are_read_as_their_fields_types() -> None:
+    patch = parse_params_query(
+        [
+            ("prompt", "a fox, 1920s"),
+            ("negative_prompt", "blur"),
+            ("strength", "0.25"),
+            ("steps", "2"),
+            ("seed", "7"),
+            ("invert", "true"),
+            ("controlnet", "canny"),
+        ]
+    )
+
+    assert patch == {
+        "prompt": "a fox, 1920s",
+        "negative_prompt": "blur",
+        "strength": 0.25,
+        "steps": 2,
+        "seed": 7,
+        "invert": True,
+        "controlnet": ("canny",),
+    }
+
+
+@pytest.mark.parametrize(
+    ("pairs", "mention"),
+    [
+        ([("strength", "lots")], "param 'strength' must be a number, true or false"),
+        ([("strength", "2")], "param 'strength' must be in [0.0, 1.0], got 2.0"),
+        ([("steps", "1.5")], "param 'steps' must be int, got float"),
+        ([("colour", "red")], "unknown param 'colour'"),
+    ],
+    ids=["not-a-number", "out-of-range", "not-an-int", "unknown"],
+)
+def test_params_from_a_query_string_get_the_checks_of_a_map(
+    pairs: list[tuple[str, str]], mention: str
+) -> None:
+    with pytest.raises(InvalidParams) as refused:
+        parse_params_query(pairs)
+
+    assert mention in str(refused.value)
