@@ -280,3 +280,40 @@ async def test_the_configured_bitrate_is_where_encoders_start(start_server):
 
     await start_server(ShadingPipeline(), webrtc_bitrate=4_000_000)
     assert vpx.Vp8Encoder().target_bitrate == 4_000_000
+
+
+def native_threads() -> int:
+    """Threads the interpreter does not know of: the video codecs' own (FFmpeg's)."""
+    return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+
+@pytest.mark.parametrize("ending", ["webrtc.close", "socket-dropped"])
+async def test_a_hang_up_frees_the_calls_decoder_threads_though_the_session_stays(
+    start_server, ending
+):
+    # The session keeps its last camera input to rerun on a params edit; that input
+    # must not keep the call's decoder (and its threads) alive after the call.
+    server = await start_server(ShadingPipeline())
+    before = native_threads()
+    client = await LivegenClient.connect(ws_url(server))
+    caller = await Caller.start(client)
+    await caller.frames(5, CALL_WAIT_S)
+    during = native_threads()
+    [connection] = server.connections
+    session = connection.session
+    if ending == "webrtc.close":
+        await client.websocket.send(pack(WebRTCClose()))
+        await wait_until(lambda: connection.call is None)
+    else:
+        await client.websocket.close()
+        await wait_until(lambda: not server.connections)
+    await caller.hang_up()
+    await wait_until(lambda: native_threads() <= before)
+    assert session is not None
+    kept = session.last_decoded
+    if ending == "webrtc.close":
+        await client.close()
+
+    assert during > before
+    assert kept is not None and kept.video is not None  # a params edit can still rerun it
+    assert kept.video().shape == (256, 256, 3)
