@@ -47,7 +47,9 @@ class LivegenServer:
         self.auth = AuthGate.from_config(config)
         self.fal = FalGate.from_config(config, self.auth)
         self.sessions = SessionRegistry(
-            grace_s=config.session_grace_s, max_sessions=config.max_sessions
+            grace_s=config.session_grace_s,
+            max_sessions=config.max_sessions,
+            replica_id=config.replica_id,
         )
         self.pipeline = pipeline or create_pipeline(config.pipeline, config.pipeline_options)
         self.webrtc = config.webrtc_options
@@ -88,6 +90,7 @@ class LivegenServer:
             load_static_files(self.config.web_root),
             is_ready=lambda: self.ready.is_set() and not self.draining,
             is_draining=lambda: self.draining,
+            admits_new=self._admits_new,
             render_metrics=self.metrics.render,
             allowed_origins=self.config.origins,
             auth=self.auth,
@@ -124,6 +127,11 @@ class LivegenServer:
             for session in self.sessions.expire(time.perf_counter()):
                 log.info("session %s expired after its grace period", session.id)
                 self._free(session)
+
+    def _admits_new(self) -> bool:
+        # Connections still without a session are on their way to one: they count.
+        starting = sum(connection.session is None for connection in self.connections)
+        return self.sessions.admits_new(starting)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

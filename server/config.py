@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -21,6 +22,7 @@ from pipelines.sources import names_a_local_folder, not_a_folder
 from server.default_model import DEFAULT_MODEL, DEFAULT_PIPELINE, DEFAULT_TINY_VAE
 from server.webrtc import CODECS, WebRTCOptions, parse_ice_servers
 from stream.limits import Limits
+from stream.routing import check_replica_id, replica_id_from_host_name
 
 if TYPE_CHECKING:
     from pipelines.base import PipelineOptions
@@ -88,6 +90,11 @@ class ServerConfig:
     webrtc_codec: str = _option("video codec sent over WebRTC: vp8 or h264", "vp8")
     webrtc_bitrate: int = _option("WebRTC video bitrate in bit/s", 3_000_000)
     max_sessions: int = _option("sessions held at once, attached or in their grace period", 64)
+    replica_id: str = _option(
+        "this replica's name in session ids (<replica-id>.<random>), which a proxy routes "
+        "resumes by: a-z, 0-9 and '-' (a pod name)",
+        replica_id_from_host_name(socket.gethostname()),
+    )
     session_grace_s: float = _option("how long a disconnected session is kept for resume", 30.0)
     session_start_timeout_s: float = _option(
         "how long a new connection may wait before its session.start", 10.0
@@ -148,6 +155,7 @@ class ServerConfig:
                 "connect: set LIVEGEN_API_KEYS and give clients tokens (livegen token), "
                 "or pass --auth off on a network you trust"
             )
+        check_replica_id(self.replica_id)
         if self.cpu_lanes < 1:
             raise ValueError(f"--cpu-lanes must be at least 1, got {self.cpu_lanes}")
         if (self.tls_cert is None) is not (self.tls_key is None):

@@ -20,7 +20,14 @@ from websockets.asyncio.server import ServerConnection
 
 from server.transport import Transport
 from server.webrtc import Call
-from stream.errors import CloseCode, ErrorCode, InvalidField, InvalidParams, ProtocolError
+from stream.errors import (
+    CloseCode,
+    ErrorCode,
+    InvalidField,
+    InvalidParams,
+    ProtocolError,
+    SessionNotFound,
+)
 from stream.events import (
     CloseRequested,
     Event,
@@ -39,6 +46,7 @@ from stream.messages import (
     WebRTCOffer,
 )
 from stream.protocol import ConnectionState, SessionProtocol
+from stream.routing import requested_sid
 from stream.session import Session
 
 if TYPE_CHECKING:
@@ -51,6 +59,8 @@ class Connection:
         self.websocket = websocket
         self.protocol = SessionProtocol(app.config.limits, time.perf_counter())
         self.session: Session | None = None
+        # The session the URL names (/ws?sid=...): where a proxy sent this resume.
+        self.sid = requested_sid(websocket.request.path) if websocket.request else None
         self._transport: Transport[bytes] = Transport(
             websocket, self.protocol, app.metrics, lambda packed: packed
         )
@@ -110,6 +120,7 @@ class Connection:
             self.app.metrics.errors.labels(event.error.code).inc()
         elif isinstance(event, StartRequested):
             try:
+                self._check_sid(event)
                 self.session = self.app.open_session(self, event)
             except ProtocolError as error:
                 self.send_error(error)
@@ -128,6 +139,14 @@ class Connection:
         else:
             assert isinstance(event, CloseRequested) and self.session is not None
             self.app.close_session(self.session, "closed by the client (session.close)")
+
+    def _check_sid(self, request: StartRequested) -> None:
+        """A resume must name the session its URL named: that is what it was routed by."""
+        if self.sid is not None and request.session_id not in (None, self.sid):
+            raise SessionNotFound(
+                f"session.start resumes {request.session_id!r} but the URL's sid is "
+                f"{self.sid!r}; resume with the same session id in both"
+            )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

@@ -3,6 +3,11 @@
 ``/healthz`` (the process is up), ``/readyz`` (the pipeline is warm and the
 server is not draining), ``/metrics`` (Prometheus text) and the web client's
 files. Static files are read once at start, so no request touches the disk.
+
+The WebSocket handshake is also where a full replica says no: a new connection
+(no ``sid`` in its URL, stream/routing.py) to a replica with no room gets 503
+and ``Retry-After`` before any WebSocket exists, which a proxy can retry
+elsewhere; a resume is never refused for capacity.
 """
 
 from __future__ import annotations
@@ -19,12 +24,17 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from stream.routing import requested_sid
+
 if TYPE_CHECKING:
     from server.auth import AuthGate
     from server.fal import FalGate
 
 WEBSOCKET_PATH = "/ws"
 TOKEN_PATHS = ("/tokens", "/tokens/")
+# What a full or draining replica tells clients to wait before they try again (the
+# proxy in front has usually found them room elsewhere by then).
+RETRY_AFTER_S = 1
 
 
 def response(
@@ -57,12 +67,20 @@ def load_static_files(root: Path) -> dict[str, tuple[bytes, str]]:
     return files
 
 
+def retry_later(message: str) -> Response:
+    """503 with ``Retry-After``: the answer a client (or proxy) tries again after."""
+    refused = response(503, f"{message}; retry after {RETRY_AFTER_S} s\n".encode(), "text/plain")
+    refused.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return refused
+
+
 class Routes:
     def __init__(
         self,
         static_files: dict[str, tuple[bytes, str]],
         is_ready: Callable[[], bool],
         is_draining: Callable[[], bool],
+        admits_new: Callable[[], bool],
         render_metrics: Callable[[], bytes],
         allowed_origins: frozenset[str],
         auth: AuthGate,
@@ -71,6 +89,7 @@ class Routes:
         self._static = static_files
         self._is_ready = is_ready
         self._is_draining = is_draining
+        self._admits_new = admits_new
         self._render_metrics = render_metrics
         self._allowed_origins = allowed_origins
         # Who may open a WebSocket (server/auth.py), and POST /tokens/.
@@ -85,11 +104,15 @@ class Routes:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             fal_route = fal is not None and fal.handles(path)
             if (path == WEBSOCKET_PATH or fal_route) and self._is_draining():
-                return response(503, b"server is shutting down\n", "text/plain")
+                return retry_later("server is shutting down")
             if path == WEBSOCKET_PATH:
-                return self._check_origin(request) or self._auth.check_livegen(request)
+                return (
+                    self._check_origin(request)
+                    or self._auth.check_livegen(request)
+                    or self._admit(request)
+                )
             if fal is not None and fal_route:
-                return self._check_origin(request) or fal.check(request)
+                return self._check_origin(request) or fal.check(request) or self._admit(request)
             return response(
                 404, f"no WebSocket route {path}; use {WEBSOCKET_PATH}\n".encode(), "text/plain"
             )
@@ -99,9 +122,11 @@ class Routes:
             return answer
         if path == WEBSOCKET_PATH:
             # The auth verdict first: a browser cannot see why a handshake was refused,
-            # but the pages can ask here (401 or 403 with the reason).
-            return self._auth.check_livegen(request) or response(
-                426, b"connect with a WebSocket client\n", "text/plain"
+            # but the pages can ask here (401 or 403 with the reason, or 503 when full).
+            return (
+                self._auth.check_livegen(request)
+                or self._admit(request)
+                or response(426, b"connect with a WebSocket client\n", "text/plain")
             )
         if path == "/healthz":
             return response(200, b"ok\n", "text/plain")
@@ -115,6 +140,12 @@ class Routes:
             body, content_type = self._static[path]
             return response(200, body, content_type)
         return response(404, b"not found\n", "text/plain")
+
+    def _admit(self, request: Request) -> Response | None:
+        """Refuse a new session where there is no room for one; a resume always passes."""
+        if requested_sid(request.path) is not None or self._admits_new():
+            return None
+        return retry_later("server busy: this replica holds its maximum of sessions")
 
     def _check_origin(self, request: Request) -> Response | None:
         return origin_refusal(request, self._allowed_origins)

@@ -62,7 +62,7 @@ class Metrics:
         gauge = Gauge(
             "livegen_sessions", "Sessions held, by state.", ["state"], registry=self.registry
         )
-        gauge.labels("attached").set_function(lambda: sum(s.expires_at is None for s in sessions))
+        gauge.labels("attached").set_function(lambda: sessions.attached)
         gauge.labels("detached").set_function(
             lambda: sum(s.expires_at is not None for s in sessions)
         )

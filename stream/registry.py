@@ -1,6 +1,7 @@
 """The set of live sessions: create, detach, resume within a grace period, expire.
 
 Time is the caller's: every method that needs it takes ``now`` (monotonic seconds).
+Session ids name the replica that made them (stream/routing.py).
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ from collections.abc import Iterator
 
 from stream.errors import ServerBusy, SessionNotFound
 from stream.params import Params
+from stream.routing import FALLBACK_REPLICA_ID, session_id
 from stream.session import Session
 
 
 class SessionRegistry:
-    def __init__(self, *, grace_s: float, max_sessions: int) -> None:
+    def __init__(
+        self, *, grace_s: float, max_sessions: int, replica_id: str = FALLBACK_REPLICA_ID
+    ) -> None:
         self.grace_s = grace_s
         self.max_sessions = max_sessions
+        self.replica_id = replica_id
         self._sessions: dict[str, Session] = {}
 
     def __len__(self) -> int:
@@ -25,6 +30,19 @@ class SessionRegistry:
 
     def __iter__(self) -> Iterator[Session]:
         return iter(list(self._sessions.values()))
+
+    @property
+    def attached(self) -> int:
+        return sum(s.expires_at is None for s in self._sessions.values())
+
+    def admits_new(self, starting: int = 0) -> bool:
+        """Whether a new session could start, with ``starting`` more already on their way.
+
+        Attached sessions and connections about to start one count against
+        ``max_sessions``; a detached session does not, since :meth:`make_room`
+        would evict it for a client that is here now.
+        """
+        return self.attached + starting < self.max_sessions
 
     def make_room(self) -> Session | None:
         """At capacity, remove and return the detached session nearest its expiry.
@@ -46,7 +64,9 @@ class SessionRegistry:
         if len(self._sessions) >= self.max_sessions:
             raise ServerBusy(f"the server holds its maximum of {self.max_sessions} sessions")
         session = Session(
-            id=secrets.token_urlsafe(12), resume_token=secrets.token_urlsafe(24), params=params
+            id=session_id(self.replica_id, secrets.token_urlsafe(12)),
+            resume_token=secrets.token_urlsafe(24),
+            params=params,
         )
         self._sessions[session.id] = session
         return session
@@ -58,8 +78,8 @@ class SessionRegistry:
             session.resume_token.encode(), resume_token.encode()
         ):
             raise SessionNotFound(
-                f"no session {session_id!r} to resume (expired, closed or wrong token); "
-                "start a new one"
+                f"no session {session_id!r} to resume on replica {self.replica_id!r} "
+                "(expired, closed, wrong token, or made by another replica); start a new one"
             )
         return session
 

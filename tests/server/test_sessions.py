@@ -10,7 +10,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from livegen_client import LivegenClient, ServerError
+from stream.codec import decode_server_message, pack
 from stream.errors import CloseCode, ErrorCode
+from stream.messages import Error, SessionStart
 from tests.helpers import WAIT_S, FailingPipeline, wait_until, ws_url
 
 
@@ -87,16 +89,25 @@ async def test_session_close_frees_the_session_at_once(start_server):
         await LivegenClient.connect(ws_url(server), resume=(client.session_id, client.resume_token))
 
 
-async def test_sessions_over_the_maximum_are_refused_with_try_again_later(start_server):
+async def test_a_session_past_the_maximum_that_slipped_past_the_handshake_gets_try_again_later(
+    start_server,
+):
     server = await start_server(max_sessions=2)
     held = [await LivegenClient.connect(ws_url(server)) for _ in range(2)]
 
-    with pytest.raises(ServerError) as refused:
-        await LivegenClient.connect(ws_url(server))
+    # A sid passes the handshake's capacity check (it says "resume"), but this
+    # connection starts a new session: the race the handshake cannot see.
+    async with connect(f"{ws_url(server)}?sid=nobody.here") as websocket:
+        await websocket.send(pack(SessionStart()))
+        refused = decode_server_message(await asyncio.wait_for(websocket.recv(), WAIT_S))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(websocket.recv(), WAIT_S)
     for client in held:
         await client.close()
 
-    assert refused.value.code == ErrorCode.SERVER_BUSY and refused.value.fatal
+    assert isinstance(refused, Error) and refused.code == ErrorCode.SERVER_BUSY and refused.fatal
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == CloseCode.TRY_AGAIN_LATER
 
 
 async def test_a_refused_resume_leaves_the_session_detached_to_expire(start_server):

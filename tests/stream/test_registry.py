@@ -130,3 +130,27 @@ def test_make_room_never_evicts_attached_sessions() -> None:
 
     assert registry.make_room() is None
     assert len(registry) == 2
+
+
+def test_session_ids_name_the_replica() -> None:
+    registry = SessionRegistry(grace_s=30.0, max_sessions=2, replica_id="livegen-7")
+    assert registry.create(Params()).id.startswith("livegen-7.")
+
+
+def test_a_wrong_replica_reads_as_not_found_and_says_where_it_looked() -> None:
+    registry = SessionRegistry(grace_s=30.0, max_sessions=2, replica_id="livegen-1")
+    session = registry.create(Params())
+    with pytest.raises(SessionNotFound, match="on replica 'livegen-1'"):
+        registry.find(session.id.replace("livegen-1", "livegen-0"), session.resume_token)
+
+
+def test_new_sessions_are_admitted_while_attached_and_starting_ones_leave_room() -> None:
+    registry = SessionRegistry(grace_s=30.0, max_sessions=2)
+    assert registry.admits_new() and registry.admits_new(starting=1)
+    assert not registry.admits_new(starting=2)
+    first = registry.create(Params())
+    registry.create(Params())
+    assert registry.attached == 2 and not registry.admits_new()
+    # A detached session would be evicted for a new one: it leaves room.
+    registry.detach(first, now=0.0)
+    assert registry.attached == 1 and registry.admits_new()

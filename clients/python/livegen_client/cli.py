@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", default="ws://127.0.0.1:8000/ws", help="server WebSocket URL")
     parser.add_argument(
         "--out", type=Path, help="where to save the result (default: IMAGE.out.EXT or out.EXT)"
+    )
+    parser.add_argument(
+        "--busy-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to keep retrying a server that is full (server busy); 0 to give up at once",
     )
     parser.add_argument("--prompt")
     parser.add_argument("--strength", type=float)
@@ -58,8 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("prompt", "strength", "steps", "seed", "output_format")
         if getattr(args, name) is not None
     }
+    # "server busy; retrying in 1 s" and the like, on stderr.
+    logging.basicConfig(format="livegen-client: %(message)s")
+    logging.getLogger("livegen_client").setLevel(logging.INFO)
     try:
-        out = asyncio.run(send_image(args.url, args.image, args.out, params))
+        out = asyncio.run(send_image(args.url, args.image, args.out, params, args.busy_timeout))
     except ServerError as exc:
         print(f"livegen-client: the server refused the request: {exc}", file=sys.stderr)
         return 1
@@ -80,10 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def send_image(
-    url: str, image: Path | None, out: Path | None, params: dict[str, Any]
+    url: str,
+    image: Path | None,
+    out: Path | None,
+    params: dict[str, Any],
+    busy_timeout_s: float = 60.0,
 ) -> Path:
     data = None if image is None else await asyncio.to_thread(image.read_bytes)
-    async with await LivegenClient.connect(url, params=params) as client:
+    async with await LivegenClient.connect(
+        url, params=params, busy_timeout_s=busy_timeout_s
+    ) as client:
         await client.send_frame(data)
         frame = await client.next_frame()
     suffix = EXTENSIONS[frame.content_type]
