@@ -25,6 +25,11 @@ if [ ! -x /usr/bin/chromium ]; then
     apt_install chromium
 fi
 
+# HAProxy, the entry in front of replicas, from Debian (tests/scaleout; 2.6 on Debian 12).
+if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+    apt_install haproxy
+fi
+
 # fal's published JavaScript client runs under Node from tests/fal/js, installed
 # from npm at the version its lock file pins (node_modules is git-ignored).
 if ! command -v npm >/dev/null; then
