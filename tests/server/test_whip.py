@@ -14,8 +14,8 @@ from aiortc import RTCPeerConnection
 from livegen_client import LivegenClient
 from server.tokens import mint_token
 from tests.helpers import ShadingPipeline, wait_until, ws_url
-from tests.rtc import MarkedTrack
-from tests.server.test_webrtc import CALL_WAIT_S, bottom_mean, udp_sockets
+from tests.rtc import Caller, MarkedTrack
+from tests.server.test_webrtc import CALL_WAIT_S, bottom_mean, native_threads, udp_sockets
 from tests.whip import Publisher, Viewer, request, sdp_headers
 
 API_KEY = "whip-test-key-0123456789abcdef"
@@ -93,9 +93,17 @@ async def test_params_changed_over_the_websocket_show_in_the_whep_video(start_se
     assert not list(server.sessions)
 
 
+def resources() -> tuple[int, int, int]:
+    return udp_sockets(), len(asyncio.all_tasks()), native_threads()
+
+
 async def test_delete_frees_the_session_the_call_and_its_sockets(start_server):
     server = await start_server(ShadingPipeline())
-    sockets_before = udp_sockets()
+    warm = await Publisher.start(base(server))  # executors reach their working size
+    await warm.frames(1, CALL_WAIT_S)
+    await warm.delete()
+    await wait_until(lambda: not list(server.sessions))
+    before = resources()
     publisher = await Publisher.start(base(server))
     await publisher.frames(1, CALL_WAIT_S)
     viewer = await Viewer.watch(base(server), publisher.session_id, publisher.track)
@@ -103,7 +111,9 @@ async def test_delete_frees_the_session_the_call_and_its_sockets(start_server):
 
     answer = await publisher.delete()
     await viewer.hang_up()
-    await wait_until(lambda: udp_sockets() == sockets_before)
+    await wait_until(
+        lambda: all(now <= then for now, then in zip(resources(), before, strict=True))
+    )
 
     assert answer.status == 200
     assert not list(server.sessions)
@@ -266,3 +276,42 @@ async def test_auth_takes_a_bearer_key_or_token_and_refuses_others(start_server)
     assert viewer_refused.status == 401 and delete_refused.status == 401
     assert deleted.status == 200
     assert not list(server.sessions)
+
+
+async def test_a_resource_whose_peer_never_connects_is_freed(start_server):
+    server = await start_server(ShadingPipeline(), session_start_timeout_s=0.5)
+    pc = RTCPeerConnection()
+    pc.addTransceiver(MarkedTrack(), direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    created = await request("POST", f"{base(server)}/whip", pc.localDescription.sdp, sdp_headers())
+    await pc.close()  # never takes the answer: nothing connects
+    await wait_until(lambda: len(server.media) == 0)
+
+    assert created.status == 201
+    assert not list(server.sessions)
+
+
+async def test_a_publisher_that_closes_without_delete_is_cleaned_up(start_server):
+    server = await start_server(ShadingPipeline())
+    sockets_before = udp_sockets()
+    publisher = await Publisher.start(base(server))
+    await publisher.frames(1, CALL_WAIT_S)
+    await publisher.hang_up()  # the peer connection goes; no DELETE
+    await wait_until(lambda: len(server.media) == 0)
+    await wait_until(lambda: udp_sockets() == sockets_before)
+
+    assert not list(server.sessions)
+
+
+async def test_a_websocket_session_with_a_call_is_watched_through_whep(start_server):
+    server = await start_server(ShadingPipeline())
+    async with await LivegenClient.connect(ws_url(server), params={"strength": 1.0}) as client:
+        caller = await Caller.start(client)
+        await caller.frames(1, CALL_WAIT_S)
+        viewer = await Viewer.watch(base(server), client.started.session_id, caller.track)
+        frame = await viewer.frames(3, CALL_WAIT_S)
+        await caller.frames(3, CALL_WAIT_S)  # the caller's own video goes on beside the viewer
+        await viewer.delete()
+        await caller.hang_up()
+
+    assert bottom_mean(frame) > 235
