@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from pipelines.caches import CacheStats
+from pipelines.memory import MemoryReading, free_cached, read_memory
 from stream.params import Params
 
 
@@ -97,6 +98,14 @@ class Pipeline(abc.ABC):
     def cache_stats(self) -> Mapping[str, CacheStats]:
         """Hit and miss counters of each cache, by name, for the metrics."""
         return {}
+
+    def free_memory(self) -> None:
+        """Give back device memory nothing uses: after an out-of-memory error, before a retry."""
+        free_cached(self.device)
+
+    def memory(self) -> MemoryReading | None:
+        """The device's memory now (the host's on a CPU), for the metrics."""
+        return read_memory(self.device)
 
     def check_params(self, params: Params) -> None:  # noqa: B027 - accepting all is a default
         """Raise ``ValueError`` naming the problem if this pipeline cannot serve ``params``."""

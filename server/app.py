@@ -11,13 +11,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from pipelines import Pipeline, create_pipeline
 from server.auth import AuthGate
-from server.config import ServerConfig
+from server.config import DEFAULT_MAX_SESSIONS, ServerConfig
 from server.connection import Connection
 from server.fal import FalConnection, FalGate, is_fal_request
 from server.http import Routes, load_static_files
@@ -34,6 +34,9 @@ from stream.registry import SessionRegistry
 from stream.session import Session
 
 log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from pipelines.memory import MemoryBudget
+
 
 EXPIRY_INTERVAL_S = 1.0
 
@@ -47,14 +50,17 @@ class LivegenServer:
         self.auth = AuthGate.from_config(config)
         self.fal = FalGate.from_config(config, self.auth)
         self.sessions = SessionRegistry(
+        max_sessions = config.max_sessions
+        auto_sessions = not isinstance(max_sessions, int)
             grace_s=config.session_grace_s,
-            max_sessions=config.max_sessions,
+            # Until warm-up has measured what auto allows, auto holds the default.
+            max_sessions=max_sessions if isinstance(max_sessions, int) else DEFAULT_MAX_SESSIONS,
             replica_id=config.replica_id,
         )
         self.pipeline = pipeline or create_pipeline(config.pipeline, config.pipeline_options)
         self.webrtc = config.webrtc_options
         configure_aiortc(config.webrtc_bitrate, config.media_addresses)
-        self.metrics = Metrics(self.sessions, self.pipeline.cache_stats)
+        self.metrics = Metrics(self.sessions, self.pipeline.cache_stats, self.pipeline.memory)
         self.worker = InferenceWorker(
             self.pipeline,
             limits=config.limits,
@@ -63,6 +69,8 @@ class LivegenServer:
             codec_threads=config.codec_threads,
             max_batch=config.max_batch,
         )
+            sessions=self.sessions,
+            measure_memory=auto_sessions,
         self.connections: set[AnyConnection] = set()
         # Where each session's generated video goes out over WebRTC, and WHIP/WHEP.
         self.outlets = Outlets()
@@ -120,8 +128,34 @@ class LivegenServer:
             return
         log.info("pipeline %s warm in %.2f s", self.pipeline.name, time.perf_counter() - started)
         self.ready.set()
+        if self.worker.memory_budget is not None:
+            self._set_max_sessions(self.worker.memory_budget)
 
     async def _expire_sessions(self) -> None:
+    def _set_max_sessions(self, budget: MemoryBudget) -> None:
+        """``--max-sessions auto``: as many sessions as the memory left after warm-up holds."""
+        self.metrics.session_state_bytes.set(budget.session_bytes)
+        fit = budget.sessions_that_fit()
+        mib = budget.session_bytes / 2**20
+        if fit is None:
+            log.info(
+                "--max-sessions auto: %d; a session caches %.1f MiB of tensors, but %s has "
+                "no memory of its own to divide (only CUDA does), so auto keeps the default",
+                self.sessions.max_sessions,
+                mib,
+                self.pipeline.device,
+            )
+            return
+        self.sessions.max_sessions = fit
+        log.info(
+            "--max-sessions auto: %d sessions of %.1f MiB fit in the %.0f MiB left after "
+            "warm-up, beside %.0f MiB kept for a running batch",
+            fit,
+            mib,
+            (budget.available_bytes or 0) / 2**20,
+            budget.batch_bytes / 2**20,
+        )
+
         while True:
             await asyncio.sleep(min(EXPIRY_INTERVAL_S, self.config.session_grace_s / 2))
             for session in self.sessions.expire(time.perf_counter()):

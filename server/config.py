@@ -13,10 +13,10 @@ import ipaddress
 import os
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pipelines.sources import names_a_local_folder, not_a_folder
 from server.default_model import DEFAULT_MODEL, DEFAULT_PIPELINE, DEFAULT_TINY_VAE
@@ -29,18 +29,38 @@ if TYPE_CHECKING:
 
 
 _DEFAULT_LIMITS = Limits()
+DEFAULT_MAX_SESSIONS = 64
 DEFAULT_WEB_ROOT = Path(__file__).resolve().parent.parent / "clients" / "web"
+
+
+def parse_max_sessions(value: str) -> int | Literal["auto"]:
+    """``auto`` or a whole number of sessions, at least 1."""
+    if value == "auto":
+        return "auto"
+    try:
+        sessions = int(value)
+    except ValueError:
+        sessions = 0
+    if sessions < 1:
+        raise ValueError(f"expected a number of sessions (1 or more) or auto, got {value!r}")
+    return sessions
 
 
 class MissingFile(ValueError):
     """A model, tiny VAE, LoRA or TLS file the options name is not there."""
 
 
-def _option(help_text: str, default: Any = None, *, unset: str | None = None) -> Any:
+def _option(
+    help_text: str,
+    default: Any = None,
+    *,
+    unset: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+) -> Any:
     """A config field; ``unset`` says what ``livegen serve`` does when neither the flag nor
     the variable is given (the flag then parses to None), where that differs from ``default``.
     """
-    return field(default=default, metadata={"help": help_text, "unset": unset})
+    return field(default=default, metadata={"help": help_text, "unset": unset, "parse": parse})
 
 
 @dataclass(frozen=True)
@@ -89,7 +109,13 @@ class ServerConfig:
     )
     webrtc_codec: str = _option("video codec sent over WebRTC: vp8 or h264", "vp8")
     webrtc_bitrate: int = _option("WebRTC video bitrate in bit/s", 3_000_000)
-    max_sessions: int = _option("sessions held at once, attached or in their grace period", 64)
+    max_sessions: int | Literal["auto"] = _option(
+        "sessions held at once, attached or in their grace period; auto: as many as the "
+        "device memory left after warm-up holds, by the measured cost of one (CUDA; the "
+        f"default {DEFAULT_MAX_SESSIONS} on a CPU or MPS, which have no memory of their own)",
+        DEFAULT_MAX_SESSIONS,
+        parse=parse_max_sessions,
+    )
     replica_id: str = _option(
         "this replica's name in session ids (<replica-id>.<random>), which a proxy routes "
         "resumes by: a-z, 0-9 and '-' (a pod name)",
@@ -156,6 +182,10 @@ class ServerConfig:
                 "or pass --auth off on a network you trust"
             )
         check_replica_id(self.replica_id)
+        try:
+            parse_max_sessions(str(self.max_sessions))
+        except ValueError as exc:
+            raise ValueError(f"--max-sessions: {exc}") from None
         if self.cpu_lanes < 1:
             raise ValueError(f"--cpu-lanes must be at least 1, got {self.cpu_lanes}")
         if (self.tls_cert is None) is not (self.tls_key is None):
@@ -285,13 +315,27 @@ def _parse_bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
+def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` for argparse, whose usage error then carries parse's own words."""
+
+    def convert(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
 def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
     """One flag per field of :class:`ServerConfig`, defaulting to its ``LIVEGEN_*`` variable."""
     for f in fields(ServerConfig):
         env_name = "LIVEGEN_" + f.name.upper()
         unset = f.metadata["unset"]
         kind: dict[str, Any]
-        if isinstance(f.default, bool):
+        if f.metadata["parse"] is not None:
+            kind = {"type": _argument_type(f.metadata["parse"])}
+        elif isinstance(f.default, bool):
             # A bare --compile turns it on; --compile=false and the variable also work.
             kind = {"type": _parse_bool, "nargs": "?", "const": True}
         else:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pipelines.caches import CacheStats
 from stream.registry import SessionRegistry
+
+if TYPE_CHECKING:
+    from pipelines.memory import MemoryReading
 
 STAGES = ("queue", "decode", "infer", "encode", "total")
 # Seconds, from a passthrough frame on loopback to a slow diffusion step.
@@ -51,14 +56,84 @@ class _CacheCollector(Collector):
         yield misses
 
 
+class _MemoryCollector(Collector):
+    """Memory pressure, read when /metrics is scraped: the device's on CUDA, the host's on
+    a CPU. Left out where it cannot be read."""
+
+    def __init__(self, memory: Callable[[], MemoryReading | None]) -> None:
+        self._memory = memory
+
+    def collect(self) -> Iterator[Metric]:
+        reading = self._memory()
+        if reading is None:
+            return
+        sizes = GaugeMetricFamily(
+            "livegen_memory_bytes",
+            "Memory of the device the pipeline runs on (the host's on a CPU): total, "
+            "available to allocate, and held by this process.",
+            labels=["kind"],
+        )
+        sizes.add_metric(["total"], reading.total_bytes)
+        sizes.add_metric(["available"], reading.available_bytes)
+        sizes.add_metric(["process"], reading.process_bytes)
+        yield sizes
+        yield GaugeMetricFamily(
+            "livegen_memory_pressure",
+            "Share of that memory in use, 0 to 1: near 1, batches start to run out of memory.",
+            value=reading.pressure,
+        )
+
+
+def _no_reading() -> MemoryReading | None:
+    return None
+
+
+def _event_loop_tasks() -> int:
+    try:  # /metrics is rendered on the event loop
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # read from elsewhere (a test's thread)
+        return 0
+
+
 class Metrics:
     def __init__(
         self,
         sessions: SessionRegistry,
         cache_stats: Callable[[], Mapping[str, CacheStats]] = dict,
+        memory: Callable[[], MemoryReading | None] = _no_reading,
     ) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_CacheCollector(cache_stats))
+        self.registry.register(_MemoryCollector(memory))
+        Gauge(
+            "livegen_max_sessions",
+            "Sessions the server holds at once (--max-sessions, or what auto derived).",
+            registry=self.registry,
+        ).set_function(lambda: sessions.max_sessions)
+        self.session_state_bytes = Gauge(
+            "livegen_session_state_bytes",
+            "Device memory one session's cached tensors took at the default params, as "
+            "measured after warm-up for --max-sessions auto (0 when not measured).",
+            registry=self.registry,
+        )
+        self.out_of_memory = Counter(
+            "livegen_out_of_memory",
+            "Pipeline calls that ran out of device memory, by what followed: split (the "
+            "batch ran again as two halves), retried (one request, after memory was freed), "
+            "refused (one request that did not fit alone: pipeline_failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        Gauge(
+            "livegen_event_loop_tasks",
+            "Tasks on the server's event loop: flat over hours, or something leaks.",
+            registry=self.registry,
+        ).set_function(_event_loop_tasks)
+        self.session_states_freed = Counter(
+            "livegen_session_states_freed",
+            "Detached sessions whose cached tensors were dropped to free device memory.",
+            registry=self.registry,
+        )
         gauge = Gauge(
             "livegen_sessions", "Sessions held, by state.", ["state"], registry=self.registry
         )
@@ -102,6 +177,8 @@ class Metrics:
             self.stage_seconds.labels(stage)
         for where in ("input", "output"):
             self.frames_dropped.labels(where)
+        for outcome in ("split", "retried", "refused"):
+            self.out_of_memory.labels(outcome)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,6 +6,12 @@ the input of every session whose box is full, decodes the images on the codec
 threads, groups compatible requests into batches, runs each batch through the
 pipeline and encodes the outputs. Results leave through the ``deliver``
 callback, which the server points at its event loop.
+
+A batch that runs out of device memory is not lost: the thread drops the
+cached tensors of detached sessions (they only wait for a resume, which then
+starts cold) and the allocator's cache, splits the batch in halves and runs
+each; only a request that does not fit in a batch of its own, after that,
+fails, with ``pipeline_failed``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import TypeVar
 import numpy as np
 
 from pipelines.base import FrameRequest, Pipeline
+from pipelines.memory import MemoryBudget, is_out_of_memory, measure_budget
 from server.metrics import Metrics
 from stream.codec import pack
 from stream.errors import ErrorCode, InvalidImage, InvalidParams, ProtocolError
@@ -28,6 +35,7 @@ from stream.events import FrameIn
 from stream.images import CONTENT_TYPES, decode_image, encode_image
 from stream.limits import Limits
 from stream.messages import FrameOut
+from stream.registry import SessionRegistry
 from stream.scheduling import group_compatible
 from stream.session import Session
 
@@ -61,6 +69,8 @@ class FrameFailed:
 
 Result = FrameResult | VideoResult | FrameFailed
 Deliver = Callable[[Session, Result], None]
+# A batch's requests with the outputs the pipeline made for them.
+Outputs = list[tuple["_Job", FrameRequest, np.ndarray]]
 
 
 @dataclass(slots=True)
@@ -88,8 +98,14 @@ class InferenceWorker:
         deliver: Deliver,
         codec_threads: int,
         max_batch: int,
+        sessions: SessionRegistry,
+        measure_memory: bool = False,
     ) -> None:
         self._pipeline = pipeline
+        self._sessions = sessions
+        self._measure_memory = measure_memory
+        # Set after warm-up when ``measure_memory`` asked for it (``--max-sessions auto``).
+        self.memory_budget: MemoryBudget | None = None
         self._limits = limits
         self._metrics = metrics
         self._deliver = deliver
@@ -136,6 +152,8 @@ class InferenceWorker:
             return
         try:
             self._pipeline.warmup()
+            if self._measure_memory:
+                self.memory_budget = measure_budget(self._pipeline, self._max_batch)
         except BaseException as exc:
             self._warm.set_exception(exc)
             return
@@ -176,12 +194,7 @@ class InferenceWorker:
             ready, key=lambda item: self._pipeline.batch_key(item[1]), max_batch=self._max_batch
         )
         for batch in batches:
-            outputs = self._infer(batch)
-            if outputs is not None:
-                self._map(
-                    self._encode,
-                    [(*item, output) for item, output in zip(batch, outputs, strict=True)],
-                )
+            self._map(self._encode, self._infer(batch))
 
     def _map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``fn`` over ``items`` in order, in one chunk per codec thread.
@@ -223,24 +236,89 @@ class InferenceWorker:
         except Exception as exc:  # whatever the video library raises, for this frame only
             raise InvalidImage(f"a video frame did not convert to RGB: {exc}") from None
 
-    def _infer(self, batch: list[tuple[_Job, FrameRequest]]) -> list[np.ndarray] | None:
+    def _infer(self, batch: list[tuple[_Job, FrameRequest]], *, freed: bool = False) -> Outputs:
+        """Run ``batch``; the outputs of the requests that ran (failures are delivered).
+
+        ``freed``: memory was already freed for this batch, after an out-of-memory error.
+        """
         start = time.perf_counter()
+        out_of_memory = ""
         try:
             outputs = self._pipeline([request for _, request in batch])
             _check_outputs(outputs, len(batch))
         except ValueError as exc:
             self._fail(batch, InvalidParams(str(exc)))
-            return None
+            return []
         except Exception as exc:
-            log.exception("pipeline %s failed on a batch of %d", self._pipeline.name, len(batch))
-            failure = ProtocolError(f"the pipeline failed: {exc}", code=ErrorCode.PIPELINE_FAILED)
-            self._fail(batch, failure)
-            return None
+            if not is_out_of_memory(exc):
+                log.exception(
+                    "pipeline %s failed on a batch of %d", self._pipeline.name, len(batch)
+                )
+                failure = ProtocolError(
+                    f"the pipeline failed: {exc}", code=ErrorCode.PIPELINE_FAILED
+                )
+                self._fail(batch, failure)
+                return []
+            # Handled below, outside this block: while the exception lives, its traceback
+            # holds the failed call's frames and with them the tensors they allocated.
+            out_of_memory = str(exc).split("\n", 1)[0]
+        if out_of_memory:
+            return self._retry(batch, out_of_memory, freed=freed)
         elapsed = time.perf_counter() - start
         self._metrics.batch_size.observe(len(batch))
         for job, _ in batch:
             self._observe(job, "infer", elapsed)
-        return outputs
+        return [(*item, output) for item, output in zip(batch, outputs, strict=True)]
+
+    def _retry(self, batch: list[tuple[_Job, FrameRequest]], error: str, *, freed: bool) -> Outputs:
+        """After an out-of-memory error: free memory once, then halve the batch until it fits.
+
+        A request alone is retried once, if memory was freed just now; a request that
+        still does not fit alone is refused, and only that one.
+        """
+        if not freed:
+            self._free_memory()
+        if len(batch) > 1:
+            half = len(batch) // 2
+            log.warning(
+                "out of memory on a batch of %d (%s); retrying as %d and %d",
+                len(batch),
+                error,
+                half,
+                len(batch) - half,
+            )
+            self._metrics.out_of_memory.labels("split").inc()
+            return self._infer(batch[:half], freed=True) + self._infer(batch[half:], freed=True)
+        if not freed:
+            self._metrics.out_of_memory.labels("retried").inc()
+            return self._infer(batch, freed=True)
+        self._metrics.out_of_memory.labels("refused").inc()
+        ((job, request),) = batch
+        log.warning("out of memory on a single request of session %s (%s)", job.session.id, error)
+        height, width = _size(request)
+        refusal = (
+            f"out of device memory: this {width}x{height} frame does not fit even in a batch "
+            f"of its own, after the server freed what it could ({error}); send a smaller "
+            "width and height (or fewer steps), or try again when fewer sessions are busy"
+        )
+        self._fail(batch, ProtocolError(refusal, code=ErrorCode.PIPELINE_FAILED))
+        return []
+
+    def _free_memory(self) -> None:
+        """Drop what detached sessions cache, then give back what nothing holds any more.
+
+        A detached session only waits for a resume, which then starts cold. The
+        registry is the event loop's; iterating it takes a copy of its sessions at
+        once, and a session resumed meanwhile only loses a cache.
+        """
+        freed = 0
+        for session in self._sessions:
+            if session.expires_at is not None and session.pipeline_state is not None:
+                session.pipeline_state = None
+                freed += 1
+        self._metrics.session_states_freed.inc(freed)
+        self._pipeline.free_memory()
+        log.info("freed memory: the cached tensors of %d detached sessions, and caches", freed)
 
     def _fail(self, batch: list[tuple[_Job, FrameRequest]], error: ProtocolError) -> None:
         for job, _ in batch:
@@ -285,6 +363,13 @@ def _check_outputs(outputs: Sequence[np.ndarray], expected: int) -> None:
         if output.dtype != np.uint8 or output.ndim != 3 or output.shape[2] != 3:
             got = f"{output.dtype} {output.shape}"
             raise RuntimeError(f"outputs must be (height, width, 3) uint8 arrays, got {got}")
+
+
+def _size(request: FrameRequest) -> tuple[int, int]:
+    """The (height, width) a request asks for: its input's, or its params' for text only."""
+    if request.image is not None:
+        return request.image.shape[0], request.image.shape[1]
+    return request.params.height, request.params.width
 
 
 def _kept(job: _Job) -> FrameIn:

@@ -64,10 +64,37 @@ def test_environment_variables_set_options_and_flags_win_over_them():
 
 def test_a_bad_environment_value_is_a_clear_usage_error(capsys):
     with pytest.raises(SystemExit) as exited:
-        parse([], {"LIVEGEN_MAX_SESSIONS": "many"})
+        parse([], {"LIVEGEN_CODEC_THREADS": "many"})
 
     assert exited.value.code == 2
-    assert "--max-sessions: invalid int value: 'many'" in capsys.readouterr().err
+    assert "--codec-threads: invalid int value: 'many'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        ([], {}, 64),
+        (["--max-sessions", "auto"], {}, "auto"),
+        ([], {"LIVEGEN_MAX_SESSIONS": "auto"}, "auto"),
+        (["--max-sessions", "3"], {"LIVEGEN_MAX_SESSIONS": "auto"}, 3),
+    ],
+)
+def test_max_sessions_is_a_number_or_auto(argv, environ, expected):
+    assert parse(argv, environ).max_sessions == expected
+
+
+@pytest.mark.parametrize("value", ["0", "many", "-2"])
+def test_max_sessions_that_is_neither_says_what_works(capsys, value):
+    with pytest.raises(SystemExit) as exited:
+        parse(["--max-sessions", value], {})
+
+    assert exited.value.code == 2
+    assert (
+        f"--max-sessions: expected a number of sessions (1 or more) or auto, got {value!r}"
+        in capsys.readouterr().err
+    )
+    with pytest.raises(ValueError, match="--max-sessions: expected a number"):
+        ServerConfig(max_sessions=0)
 
 
 def test_limits_come_from_the_configuration():
