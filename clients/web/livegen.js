@@ -4,7 +4,12 @@
  * One {@link LivegenClient} holds one session. It opens the WebSocket, starts the
  * session, and keeps it: when the connection drops it reconnects with
  * exponential backoff and resumes the same session with its id and resume
- * token. Inputs follow the server's latest-wins rule on the client side too: at
+ * token, at `/ws?sid=<session id>` so that a proxy in front of many replicas
+ * finds the one that holds it; a session that is gone (`session_not_found`)
+ * is started afresh. A full server refuses the handshake with HTTP 503 and
+ * `Retry-After`, which a browser cannot read off a failed WebSocket: the
+ * client asks the same URL over HTTP and waits as long as the server says,
+ * in the `busy` state ("server busy"). Inputs follow the server's latest-wins rule on the client side too: at
  * most one frame is in flight, and a frame sent meanwhile replaces the one that
  * waits, so nothing ever queues up behind a slow model.
  *
@@ -253,6 +258,7 @@ export class LivegenClient extends EventTarget {
     this._encoder = new Encoder({ ignoreUndefined: true });
     this._decoder = new Decoder();
     this._ws = null;
+    this._opened = false; // the current socket got past its handshake
     this._wanted = {}; // every param this client set: sent again when a session starts anew
     this._started = false; // the session on the current socket is started
     this._startedWithParams = false; // the last session.start carried params
@@ -422,21 +428,33 @@ export class LivegenClient extends EventTarget {
     this._setState(state, { attempt: this._attempt });
     let ws;
     try {
-      ws = new this.options.WebSocket(this.url);
+      ws = new this.options.WebSocket(this._socketUrl());
     } catch (error) {
       this._fail(new LivegenError({ code: ErrorCode.CONNECTION_LOST, message: error.message, fatal: true }));
       return;
     }
     ws.binaryType = "arraybuffer";
-    ws.onopen = () => this._startSession(ws);
+    ws.onopen = () => {
+      this._opened = true;
+      this._startSession(ws);
+    };
     ws.onmessage = (event) => this._receive(ws, event.data);
     // A close event always follows an error, with what we need to decide.
     ws.onerror = () => {};
     ws.onclose = (event) => this._onClose(ws, event);
     this._ws = ws;
+    this._opened = false;
     this._started = false;
     this._fatal = null;
     this._draining = false;
+  }
+
+  /** The URL to open: with `sid` when resuming, which is what a proxy routes by. */
+  _socketUrl() {
+    if (this.session === null) return this.url;
+    const url = new URL(this.url);
+    url.searchParams.set("sid", this.session.session_id);
+    return url.href;
   }
 
   _startSession(ws, { withParams = true } = {}) {
@@ -453,6 +471,7 @@ export class LivegenClient extends EventTarget {
 
   _onClose(ws, event) {
     if (ws !== this._ws) return;
+    const refused = !this._opened;
     this._dropSocket();
     if (this._closedByUs) return;
     const fatal = this._fatal;
@@ -484,13 +503,36 @@ export class LivegenClient extends EventTarget {
     let reason = event.reason || "connection lost";
     if (this._draining || event.code === CloseCode.GOING_AWAY) reason = "server restarting";
     if (busy) reason = "server busy";
-    this._scheduleRetry(busy, reason, event.code);
+    if (refused) this._retryAfterRefusal(reason, event.code);
+    else this._scheduleRetry(busy, reason, event.code);
   }
 
-  _scheduleRetry(busy, reason, code) {
+  /**
+   * The handshake failed: ask the same URL with a plain GET, which a full (or
+   * draining) server answers with 503 and `Retry-After`, and wait that long.
+   */
+  async _retryAfterRefusal(reason, code) {
+    const url = new URL(this._socketUrl());
+    url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+    let answer = null;
+    try {
+      answer = await fetch(url, { cache: "no-store" });
+    } catch {
+      // The server is down or another origin's: retry as after any drop.
+    }
+    if (this._closedByUs || this._ws !== null) return;
+    if (answer?.status !== 503) {
+      this._scheduleRetry(false, reason, code);
+      return;
+    }
+    const seconds = Number.parseFloat(answer.headers.get("Retry-After") ?? "");
+    this._scheduleRetry(true, "server busy", code, Number.isFinite(seconds) ? seconds * 1000 : null);
+  }
+
+  _scheduleRetry(busy, reason, code, retryAfterMs = null) {
     const initial = busy ? this.options.busyBackoffInitialMs : this.options.backoffInitialMs;
     const capped = Math.min(this.options.backoffMaxMs, initial * 2 ** this._attempt);
-    const delay = Math.round(capped * (0.8 + 0.4 * Math.random()));
+    const delay = retryAfterMs ?? Math.round(capped * (0.8 + 0.4 * Math.random()));
     this._attempt += 1;
     this._setState(busy ? State.BUSY : State.RECONNECTING, {
       attempt: this._attempt,
