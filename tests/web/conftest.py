@@ -169,7 +169,7 @@ async def open_page(browser: Browser) -> AsyncIterator[OpenPage]:
         server: LivegenServer,
         path: str = "/",
         viewport: dict[str, int] = DESKTOP,
-        state: str = "open",
+        state: str | None = "open",
         init_script: str | None = None,
         **options: Any,
     ) -> Page:
@@ -185,7 +185,8 @@ async def open_page(browser: Browser) -> AsyncIterator[OpenPage]:
         page.problems = problems  # type: ignore[attr-defined]
         opened.append((page, problems))
         await page.goto(http_url(server, path))
-        await wait_for_state(page, state)
+        if state is not None:  # None: a page without a session client (watch.html)
+            await wait_for_state(page, state)
         return page
 
     yield open_

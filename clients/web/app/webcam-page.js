@@ -21,6 +21,7 @@ import {
   describeError,
   typingInField,
 } from "./common.js";
+import { bindWhepShare } from "./whep-share.js";
 
 // About 512 x 512 at up to 30 fps: the size the models work at, and no more
 // pixels than the uplink needs. `ideal` only: any camera will do.
@@ -74,6 +75,7 @@ window.livegen = {
 };
 
 bindStatus(client, $("#status"), $("#pipeline"));
+bindWhepShare(client, $("#whep-share"));
 closeWithPage(client);
 
 // Messages in the output stage: what to do, what is happening, what went wrong.
