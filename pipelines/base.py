@@ -32,6 +32,10 @@ class PipelineOptions:
     tiny_vae: str | None = None
     # LoRA adapters loaded once at start, by the name sessions pick them with.
     loras: Mapping[str, str] = field(default_factory=dict)
+    # Structure controls loaded once at start, by the name sessions pick them with
+    # (the ``controlnet`` param): ControlNets and T2I-Adapters, folders or hub ids.
+    controlnets: Mapping[str, str] = field(default_factory=dict)
+    t2i_adapters: Mapping[str, str] = field(default_factory=dict)
     # NHWC convolutions: 1.4x faster TAESD on the CPU (bench), the layout GPUs prefer too.
     channels_last: bool = True
     # CPU: convolution and linear weights reordered for oneDNN once per input size (prepack.py).
@@ -95,10 +99,6 @@ class Pipeline(abc.ABC):
         """Per-session state (caches); None when the pipeline keeps none."""
         return None
 
-    def cache_stats(self) -> Mapping[str, CacheStats]:
-        """Hit and miss counters of each cache, by name, for the metrics."""
-        return {}
-
     def free_memory(self) -> None:
         """Give back device memory nothing uses: after an out-of-memory error, before a retry."""
         free_cached(self.device)
@@ -106,6 +106,18 @@ class Pipeline(abc.ABC):
     def memory(self) -> MemoryReading | None:
         """The device's memory now (the host's on a CPU), for the metrics."""
         return read_memory(self.device)
+
+    def cache_stats(self) -> Mapping[str, CacheStats]:
+        """Hit and miss counters of each cache, by name, for the metrics."""
+        return {}
+
+    def ignored_params(self) -> frozenset[str]:
+        """Params this pipeline's frames never depend on, whatever the others are.
+
+        Sessions are told (``session.started``), so a client can show their
+        controls as doing nothing.
+        """
+        return frozenset()
 
     def check_params(self, params: Params) -> None:  # noqa: B027 - accepting all is a default
         """Raise ``ValueError`` naming the problem if this pipeline cannot serve ``params``."""

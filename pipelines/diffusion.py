@@ -26,26 +26,36 @@ The caches, each counted in :meth:`FewStepPipeline.cache_stats`:
   last frame was made from (and the same params) is answered with that frame,
   without a UNet pass;
 - the last output's latent, blended into the next input by ``latent_feedback``
-  (temporal coherence for webcam restyling).
+  (temporal coherence for webcam restyling);
+- ``control_images`` and ``adapter_features``: a session's structure-control
+  picture and a T2I-Adapter's features of it (:mod:`pipelines.control`).
+
+Conditioning is made of parts the denoising loop composes: prompt blends and
+transitions (:mod:`pipelines.prompts`), seed blends (:meth:`FewStepPipeline._noise`),
+ControlNets and T2I-Adapters (:mod:`pipelines.control`), each caching what does
+not change between frames.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from livegen_kernels.frame_difference import frame_difference
+from livegen_kernels.model_input import rgb_to_model_input
+from livegen_kernels.model_output import model_output_to_rgb
 from pipelines.base import FrameRequest, Pipeline, PipelineOptions, resolve_device
+from pipelines.blending import blend
 from pipelines.caches import CacheStats
+from pipelines.control import ControlState, Step, StructureControls
 from pipelines.lanes import Lanes
 from pipelines.loading import (
     ModelNotFound,
@@ -56,9 +66,9 @@ from pipelines.loading import (
     resolve_model,
 )
 from pipelines.prepack import prepack_weights
-from pipelines.prompts import PromptEmbedding, PromptEncoder
+from pipelines.prompts import PromptEmbedding, PromptEncoder, PromptTransition
 from pipelines.samplers import SAMPLERS, BatchSchedule, FewStepSampler, make_sampler
-from stream.params import Params
+from stream.params import Params, SeedBlend
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +105,8 @@ class DiffusionState:
     output: np.ndarray | None = None  # (H, W, 3) uint8
     # The final latent of the last frame, as diffusers' output_type="latent" gives it.
     output_latent: torch.Tensor | None = None  # (C, h, w), float32
+    prompt: PromptTransition = field(default_factory=PromptTransition)
+    control: ControlState = field(default_factory=ControlState)
 
 
 @dataclass(slots=True)
@@ -106,6 +118,7 @@ class Components:
     scheduler_config: Mapping[str, Any]
     # Input pixels per latent pixel, from the model's own VAE.
     vae_scale_factor: int
+    controls: StructureControls
 
 
 class FewStepPipeline(Pipeline):
@@ -119,6 +132,7 @@ class FewStepPipeline(Pipeline):
         self.unet: Any = components.unet
         self.vae: Any = components.vae
         self.prompts = components.prompts
+        self.controls = components.controls
         self.dtype = next(self.unet.parameters()).dtype
         self.scheduler_class: str = components.scheduler_config.get("_class_name", "")
         self.samplers: dict[str, FewStepSampler] = {
@@ -229,7 +243,7 @@ class FewStepPipeline(Pipeline):
         return {}
 
     def cache_stats(self) -> Mapping[str, CacheStats]:
-        return {"prompt_embeddings": self.prompts.cache.stats, **self._stats}
+        return {"prompt_embeddings": self.prompts.cache.stats, **self._stats, **self.controls.stats}
 
     def new_state(self) -> DiffusionState:
         return DiffusionState()
@@ -254,10 +268,13 @@ class FewStepPipeline(Pipeline):
         sampler = self.samplers[params.scheduler]
         for strength in {1.0, params.strength}:  # text to image, and image to image
             sampler.schedule(params.steps, strength)
+        self.controls.check(params)
 
     def batch_key(self, request: FrameRequest) -> Hashable:
         p = request.params
-        return (p.width, p.height, p.steps, p.scheduler, self._extra_lora(p.lora))
+        # Requests that share controls batch together; without an input nothing is controlled.
+        controls = p.controlnet if request.image is not None else ()
+        return (p.width, p.height, p.steps, p.scheduler, self._extra_lora(p.lora), controls)
 
     def warmup(self) -> None:
         """Run a text-to-image and an image-to-image frame at the default size.
@@ -285,6 +302,7 @@ class FewStepPipeline(Pipeline):
             log.info("%d layers pack their weights once for oneDNN", packed)
 
     def _warm(self) -> None:
+        """A text-to-image and an image-to-image frame, and a frame with each control."""
         size = self.default_params
         image = np.zeros((size.height, size.width, 3), np.uint8)
         self(
@@ -293,6 +311,9 @@ class FewStepPipeline(Pipeline):
                 FrameRequest(self.new_state(), size, image),
             ]
         )
+        for name in [*self.controls.controlnets, *self.controls.adapters]:
+            controlled = size.updated({"controlnet": (name,)})
+            self([FrameRequest(self.new_state(), controlled, image)])
 
     # One batch.
 
@@ -324,10 +345,18 @@ class FewStepPipeline(Pipeline):
         )
         sampler = self.samplers[first.scheduler]
         self._use_lora(first.lora)
-        text_only = [image is None for image in pixels]
+        # A controlled request at strength 1 takes its input as structure only: text to
+        # image guided by the lines, as diffusers' ControlNet pipeline (below 1, its
+        # Img2Img twin, which also starts from the input).
+        controlled = bool(first.controlnet) and pixels[0] is not None
+        init = [
+            None if controlled and request.params.strength >= 1.0 else image
+            for request, image in zip(requests, pixels, strict=True)
+        ]
+        text_only = [image is None for image in init]
 
-        # 2. Prompt embeddings, from the shared LRU.
-        embeddings = self.prompts([request.params.prompt for request in requests])
+        # 2. Prompt embeddings: from the shared LRU, blended, easing in a new prompt.
+        embeddings = self._prompt_embeddings(requests)
 
         # 3. The noise each session's seed draws, as diffusers would draw it.
         noises = [
@@ -341,8 +370,16 @@ class FewStepPipeline(Pipeline):
             for request, text in zip(requests, text_only, strict=True)
         ]
 
-        # 4. Input latents: the VAE encoder runs only on inputs that changed.
-        latents = self._input_latents(requests, pixels, (height, width), noises)  # (B, C, h, w)
+        # 4. Input latents: the VAE encoder runs only on inputs that changed; control
+        # pictures and adapter features only for inputs that changed.
+        latents = self._input_latents(requests, init, (height, width), noises)  # (B, C, h, w)
+        if controlled:
+            self.controls.prepare(
+                [request.state.control for request in requests],
+                [request.params for request in requests],
+                [image for image in pixels if image is not None],
+                (height, width),
+            )
 
         # 5. Each sample's schedule (text to image runs at strength 1), and the first sample.
         schedule = sampler.batch(
@@ -394,10 +431,11 @@ class FewStepPipeline(Pipeline):
         requests: Sequence[FrameRequest],
     ) -> torch.Tensor:
         """The sampler's steps from ``sample``, (B, C, h, w) float32; noise (B, n, C, h, w)."""
-        for k in range(len(schedule.timesteps)):
+        count = len(schedule.timesteps)
+        for k in range(count):
             model_input = sampler.model_input(sample, k, schedule)
             model_output = self.predict_noise(
-                model_input, schedule.timesteps[k], embeddings, requests
+                model_input, schedule.timesteps[k], embeddings, requests, Step(k, count)
             )
             noise = step_noise[:, k] if k < step_noise.shape[1] else None
             sample = sampler.step(sample, model_output, k, schedule, noise)
@@ -411,9 +449,10 @@ class FewStepPipeline(Pipeline):
         timesteps: torch.Tensor,
         embeddings: Sequence[PromptEmbedding],
         requests: Sequence[FrameRequest],
+        step: Step,
     ) -> torch.Tensor:
         """The UNet's output for a batch; families add guidance here."""
-        return self.run_unet(sample, timesteps, embeddings, requests)
+        return self.run_unet(sample, timesteps, embeddings, requests, step)
 
     def timestep_cond(self, requests: Sequence[FrameRequest]) -> torch.Tensor | None:
         """Extra timestep conditioning (LCM's guidance embedding); none by default."""
@@ -425,6 +464,7 @@ class FewStepPipeline(Pipeline):
         timesteps: torch.Tensor,
         embeddings: Sequence[PromptEmbedding],
         requests: Sequence[FrameRequest],
+        step: Step,
     ) -> torch.Tensor:
         hidden = torch.stack([e.hidden for e in embeddings])
         added: dict[str, torch.Tensor] | None = None
@@ -438,14 +478,38 @@ class FewStepPipeline(Pipeline):
                 "text_embeds": torch.stack([e.pooled for e in embeddings if e.pooled is not None]),
                 "time_ids": torch.tensor(sizes, device=self.device, dtype=hidden.dtype),
             }
+        sample = sample.to(self.dtype)
+        controls: dict[str, Any] = {}
+        if requests[0].params.controlnet and requests[0].image is not None:
+            controls = self.controls.unet_kwargs(
+                sample,
+                timesteps,
+                hidden,
+                added,
+                [r.state.control for r in requests],
+                [r.params for r in requests],
+                step,
+            )
         output: torch.Tensor = self._unet_forward(
-            sample.to(self.dtype),
+            sample,
             timesteps,
             encoder_hidden_states=hidden,
             timestep_cond=self.timestep_cond(requests),
             added_cond_kwargs=added,
+            **controls,
         ).sample
         return output
+
+    def _prompt_embeddings(self, requests: Sequence[FrameRequest]) -> list[PromptEmbedding]:
+        """Each request's prompt embedding: blended, and eased from the last while it changes."""
+        params = [request.params for request in requests]
+        targets = self.prompts.blended([p.prompt for p in params], [p.prompt_blend for p in params])
+        return [
+            request.state.prompt.step(
+                (p.prompt, p.prompt_blend), target, p.prompt_transition, p.prompt_blend
+            )
+            for request, p, target in zip(requests, params, targets, strict=True)
+        ]
 
     # Steps of a batch.
 
@@ -535,9 +599,8 @@ class FewStepPipeline(Pipeline):
             latents = latents * std / self.vae.config.scaling_factor + mean
         else:
             latents = latents / self.vae.config.scaling_factor
-        images = self.vae.decode(latents).sample.float()
-        pixels = ((images * 0.5 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-        array: np.ndarray = pixels.permute(0, 2, 3, 1).cpu().numpy()
+        images = self.vae.decode(latents).sample
+        array: np.ndarray = model_output_to_rgb(images).cpu().numpy()
         return array
 
     def _latent_normalisation(
@@ -555,7 +618,7 @@ class FewStepPipeline(Pipeline):
     def _noise(
         self,
         state: DiffusionState,
-        seed: int,
+        seed: int | SeedBlend,
         shape: tuple[int, ...],
         *,
         posterior: bool,
@@ -565,12 +628,13 @@ class FewStepPipeline(Pipeline):
         hit = state.noise_key == key and state.noise is not None
         self._count("noise", hit)
         if not hit:
-            # Drawn on the CPU, one (1, C, h, w) tensor at a time as diffusers draws them:
-            # the same seed gives the same frame on any device, and diffusers' frame.
-            generator = torch.Generator("cpu").manual_seed(seed)
             count = int(posterior) + 1 + step_noises
-            draws = torch.cat([torch.randn((1, *shape), generator=generator) for _ in range(count)])
-            draws = draws.to(self.device)
+            seeds = ((seed, 1.0),) if isinstance(seed, int) else seed
+            each = [_draw(s, shape, count) for s, _ in seeds]  # (count, C, h, w) each
+            weights = [w for _, w in seeds]
+            # A seed blend mixes each draw (posterior, initial, step noises) by slerp.
+            mixed = [blend([d[i] for d in each], weights, "slerp") for i in range(count)]
+            draws = torch.stack(mixed).to(self.device)
             state.noise = SeedNoise(
                 posterior=draws[0] if posterior else None,
                 initial=draws[int(posterior)],
@@ -622,12 +686,23 @@ class FewStepPipeline(Pipeline):
         if state.output is None or state.output_params != self._frame_params(request.params):
             return None
         last = state.input_pixels
+        if state.prompt.running:
+            return None  # the prompt is still easing in
         if image is None or last is None:
             return state.output if image is None and last is None else None
         if image.shape != last.shape:
             return None
-        difference = (image.to(torch.int16) - last.to(torch.int16)).abs().float().mean() / 255.0
+        difference = frame_difference(image[None], last[None])[0]
         return state.output if difference.item() <= request.params.similarity_threshold else None
+
+
+def _draw(seed: int, shape: tuple[int, ...], count: int) -> torch.Tensor:
+    """``count`` (C, h, w) noises from ``seed``, on the CPU, one at a time as diffusers draws.
+
+    The same seed gives the same frame on any device, and diffusers' frame.
+    """
+    generator = torch.Generator("cpu").manual_seed(seed)
+    return torch.cat([torch.randn((1, *shape), generator=generator) for _ in range(count)])
 
 
 def _to_model_input(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -635,16 +710,9 @@ def _to_model_input(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
     Normalised as diffusers' image processor does (``2 * (x / 255) - 1``), so an
     input at the model's size becomes the very tensor diffusers' img2img encodes.
+    One fused kernel on CUDA (:mod:`livegen_kernels.model_input`).
     """
-    height, width = size
-    x = image.permute(2, 0, 1).unsqueeze(0).float()
-    if x.shape[-2:] != (height, width):
-        scale = max(height / x.shape[-2], width / x.shape[-1])
-        scaled = (math.ceil(x.shape[-2] * scale), math.ceil(x.shape[-1] * scale))
-        x = F.interpolate(x, size=scaled, mode="bilinear", antialias=True, align_corners=False)
-        top, left = (scaled[0] - height) // 2, (scaled[1] - width) // 2
-        x = x[..., top : top + height, left : left + width]
-    return 2.0 * (x[0] / 255.0) - 1.0
+    return rgb_to_model_input(image[None], size)[0]
 
 
 def compile_unet(unet: Any, device: torch.device) -> Any:
@@ -713,6 +781,9 @@ def load_components(options: PipelineOptions) -> Components:
     scheduler_config = read_config(folder / "scheduler" / "scheduler_config.json")
     for module in (unet, vae, *encoders):
         module.to(device).eval().requires_grad_(False)
+    controls = StructureControls.load(
+        options.controlnets, options.t2i_adapters, unet, device, dtype
+    )
     return Components(
         unet=unet,
         vae=vae,
@@ -725,4 +796,5 @@ def load_components(options: PipelineOptions) -> Components:
         ),
         scheduler_config=scheduler_config,
         vae_scale_factor=2 ** (len(vae_config["block_out_channels"]) - 1),
+        controls=controls,
     )

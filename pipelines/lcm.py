@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from pipelines.base import FrameRequest
+from pipelines.control import Step
 from pipelines.diffusion import FewStepPipeline
 from pipelines.prompts import PromptEmbedding
 from stream.params import Params
@@ -70,6 +71,11 @@ class LCMPipeline(FewStepPipeline):
         # Without guidance a base model's frame depends on neither.
         return {"negative_prompt": "", "guidance_scale": 1.0}
 
+    def ignored_params(self) -> frozenset[str]:
+        # A distilled LCM takes its guidance as an embedding, never as CFG, so it
+        # has no use for a negative prompt; with an LCM-LoRA both depend on the scale.
+        return frozenset({"negative_prompt"}) if self.guidance_embedded else frozenset()
+
     def batch_key(self, request: FrameRequest) -> Hashable:
         base = super().batch_key(request)
         return (base, self._uses_cfg(request.params))
@@ -87,15 +93,17 @@ class LCMPipeline(FewStepPipeline):
         timesteps: torch.Tensor,
         embeddings: Sequence[PromptEmbedding],
         requests: Sequence[FrameRequest],
+        step: Step,
     ) -> torch.Tensor:
         if not self._uses_cfg(requests[0].params):
-            return self.run_unet(sample, timesteps, embeddings, requests)
+            return self.run_unet(sample, timesteps, embeddings, requests, step)
         negatives = self.prompts.negatives([r.params.negative_prompt for r in requests])
         both = self.run_unet(
             torch.cat([sample, sample]),
             torch.cat([timesteps, timesteps]),
             [*negatives, *embeddings],
             [*requests, *requests],
+            step,
         )
         unconditional, conditional = both.chunk(2)
         scales = torch.tensor([r.params.guidance_scale for r in requests], device=self.device)

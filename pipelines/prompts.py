@@ -6,17 +6,25 @@ pooled projection. SDXL models (``force_zeros_for_empty_prompt``) take an empty
 negative prompt as zeros, not as the encoding of "". Typing in a prompt box sends
 the same few prompts again and again, so every embedding is cached by prompt; a
 batch's missing prompts are encoded together in one call per encoder.
+
+A prompt may also be a blend of weighted texts (:mod:`pipelines.blending`): each
+text is encoded and cached on its own, so moving a blend slider costs no text
+encoder pass. :class:`PromptTransition` eases a session from the embedding its
+last frame used to a new prompt's over ``prompt_transition`` generated frames, so
+a webcam restyle glides instead of jumping when the prompt changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from pipelines.blending import blend
 from pipelines.caches import LruCache
+from stream.params import PromptBlend
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +57,18 @@ class PromptEncoder:
 
     def __call__(self, prompts: Sequence[str]) -> list[PromptEmbedding]:
         return self.cache.get_many(prompts, self._encode)
+
+    def blended(
+        self, prompts: Sequence[str | PromptBlend], modes: Sequence[str]
+    ) -> list[PromptEmbedding]:
+        """Embeddings of prompts and blends (each mixed by its mode); texts encoded at once."""
+        blends = [((p, 1.0),) if isinstance(p, str) else p for p in prompts]
+        texts = list(dict.fromkeys(text for b in blends for text, _ in b))
+        found = dict(zip(texts, self(texts), strict=True))
+        return [
+            mix_embeddings([found[text] for text, _ in b], [w for _, w in b], mode)
+            for b, mode in zip(blends, modes, strict=True)
+        ]
 
     def negatives(self, prompts: Sequence[str]) -> list[PromptEmbedding]:
         """Embeddings of negative prompts for classifier-free guidance."""
@@ -83,3 +103,50 @@ class PromptEncoder:
             PromptEmbedding(hidden[i], None if pooled is None else pooled[i])
             for i in range(len(prompts))
         ]
+
+
+def mix_embeddings(
+    embeddings: Sequence[PromptEmbedding], weights: Sequence[float], mode: str
+) -> PromptEmbedding:
+    """Weighted mix of embeddings, the hidden states and pooled vectors each on their own."""
+    if len(embeddings) == 1:
+        return embeddings[0]
+    hidden = blend([e.hidden for e in embeddings], weights, mode)
+    pooled = [e.pooled for e in embeddings]
+    if any(p is None for p in pooled):
+        return PromptEmbedding(hidden, None)
+    return PromptEmbedding(hidden, blend([p for p in pooled if p is not None], weights, mode))
+
+
+@dataclass(slots=True)
+class PromptTransition:
+    """One session's ease from its last prompt embedding to a new prompt's, frame by frame."""
+
+    shown: PromptEmbedding | None = None  # what the last generated frame used
+    start: PromptEmbedding | None = None  # where the running transition began
+    target: Hashable = None  # the prompt (and blend mode) being eased to
+    frame: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.start is not None
+
+    def step(
+        self, key: Hashable, embedding: PromptEmbedding, frames: int, mode: str
+    ) -> PromptEmbedding:
+        """The embedding the next generated frame uses, ``frames`` frames from the old one."""
+        if key != self.target:
+            self.start = self.shown
+            self.target, self.frame = key, 0
+        if frames <= 0:
+            self.start = None
+        shown = embedding
+        if self.start is not None:
+            self.frame += 1
+            t = self.frame / frames
+            if t < 1.0:
+                shown = mix_embeddings([self.start, embedding], [1.0 - t, t], mode)
+            else:
+                self.start = None
+        self.shown = shown
+        return shown

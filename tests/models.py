@@ -368,3 +368,44 @@ def make_vae_overflow_in_float16(folder: Path) -> None:
     weights[weight] = weights[weight] * scale
     weights[bias] = weights[bias] * scale
     save_file(weights, weights_file, metadata={"format": "pt"})
+
+
+def save_controlnet(path: Path, model_root: Path, seed: int = 3) -> Path:
+    """Save at ``path`` a random ControlNet for ``model_root``'s UNet (SD or SDXL).
+
+    Built from the UNet's config as ``ControlNetModel.from_unet`` builds it, then every
+    weight drawn at random: a fresh ControlNet's zero convolutions would add nothing, and a
+    test that compares frames could not see a control that is ignored.
+    """
+    unet = UNet2DConditionModel.from_pretrained(Path(model_root) / "unet")
+    with _seeded(seed):
+        # Downsamples the control picture 8x, to the latents' size, as the published ones do.
+        controlnet = diffusers.ControlNetModel.from_unet(
+            unet, conditioning_embedding_out_channels=(8, 8, 16, 16), load_weights_from_unet=False
+        )
+        _randomise(controlnet)
+    controlnet.save_pretrained(path)
+    return Path(path)
+
+
+def save_t2i_adapter(path: Path, model_root: Path, seed: int = 4, in_channels: int = 3) -> Path:
+    """Save at ``path`` a random T2I-Adapter for ``model_root``'s SD UNet (a feature per block)."""
+    unet = UNet2DConditionModel.from_pretrained(Path(model_root) / "unet")
+    with _seeded(seed):
+        adapter = diffusers.T2IAdapter(
+            in_channels=in_channels,
+            channels=list(unet.config.block_out_channels),
+            num_res_blocks=1,
+            downscale_factor=8,
+            adapter_type="full_adapter",
+        )
+        _randomise(adapter)
+    adapter.save_pretrained(path)
+    return Path(path)
+
+
+def _randomise(model: torch.nn.Module, std: float = 0.05) -> None:
+    """Every weight drawn from N(0, std^2), biases too (zero-initialised layers included)."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, std)

@@ -16,6 +16,7 @@ numbers in both.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from pipelines.diffusion import FewStepPipeline
 from pipelines.samplers import make_sampler
 from stream.fal import parse_fal_input, resolve_params
 from stream.limits import Limits
-from stream.params import Params
+from stream.params import Params, parse_params_patch
 from tests.conftest import TinyModels
 
 WIDTH, HEIGHT = 64, 96  # not square: height and width cannot be swapped unseen
@@ -121,8 +122,11 @@ def picture(seed: int = 1) -> np.ndarray:
 def run_livegen(
     pipeline: FewStepPipeline, image: np.ndarray | None, **params: Any
 ) -> tuple[torch.Tensor, np.ndarray]:
+    # Checked as the server checks a client's params (lists become tuples).
     p = pipeline.default_params.updated(
-        {"width": WIDTH, "height": HEIGHT, "prompt": PROMPT, "seed": SEED, **params}
+        parse_params_patch(
+            {"width": WIDTH, "height": HEIGHT, "prompt": PROMPT, "seed": SEED, **params}
+        )
     )
     state = pipeline.new_state()
     frame = pipeline([FrameRequest(state, p, image)])[0]
@@ -130,7 +134,7 @@ def run_livegen(
 
 
 def run_diffusers(
-    pipe: Any, image: np.ndarray | None, prompt: str = PROMPT, seed: int = SEED, **kwargs: Any
+    pipe: Any, init: np.ndarray | None, prompt: str = PROMPT, seed: int = SEED, **kwargs: Any
 ) -> tuple[torch.Tensor, np.ndarray]:
     from PIL import Image
 
@@ -142,13 +146,17 @@ def run_diffusers(
 
     # Text to image is told the size; image to image takes the input's.
     inputs = (
-        {"width": WIDTH, "height": HEIGHT} if image is None else {"image": Image.fromarray(image)}
+        {"width": WIDTH, "height": HEIGHT} if init is None else {"image": Image.fromarray(init)}
     )
+    if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
+        watch: dict[str, Any] = {"callback_on_step_end": keep_latents}
+    else:  # the older callback (the T2I-Adapter pipelines)
+        watch = {"callback": lambda step, t, latents: final.update(latents=latents.clone())}
     frame = pipe(
         prompt=prompt,
         generator=torch.Generator("cpu").manual_seed(seed),
-        callback_on_step_end=keep_latents,
         output_type="pil",
+        **watch,
         **inputs,
         **kwargs,
     ).images[0]
