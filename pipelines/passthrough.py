@@ -7,6 +7,7 @@ the model: transport, codecs, scheduling. Transport tests and ``bench/`` use it.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from dataclasses import fields
 
 import numpy as np
 
@@ -20,6 +21,10 @@ class PassthroughPipeline(Pipeline):
 
     def warmup(self) -> None:
         self([FrameRequest(state=None, params=Params(), image=np.zeros((8, 8, 3), np.uint8))])
+
+    def ignored_params(self) -> frozenset[str]:
+        # The output is the input: the params only choose how it is encoded.
+        return frozenset(field.name for field in fields(Params)) - {"output_format", "quality"}
 
     def batch_key(self, request: FrameRequest) -> Hashable:
         # Nothing is computed, so every request can share a call.

@@ -17,6 +17,9 @@ from pipelines.diffusion import FewStepPipeline
 from pipelines.samplers import SAMPLER_OF_SCHEDULER
 from stream.params import Params
 
+# Params a model distilled without guidance never uses, with the values they count as.
+_UNGUIDED = {"negative_prompt": "", "guidance_scale": 0.0}
+
 
 class SDTurboPipeline(FewStepPipeline):
     name = "sd-turbo"
@@ -32,4 +35,7 @@ class SDTurboPipeline(FewStepPipeline):
 
     def unused_params(self, params: Params) -> dict[str, Any]:
         # Distilled without guidance: an edit of these must not rerun the model.
-        return {"negative_prompt": "", "guidance_scale": 0.0}
+        return dict(_UNGUIDED)
+
+    def ignored_params(self) -> frozenset[str]:
+        return frozenset(_UNGUIDED)

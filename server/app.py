@@ -20,9 +20,10 @@ from server.auth import AuthGate
 from server.config import DEFAULT_MAX_SESSIONS, ServerConfig
 from server.connection import Connection
 from server.fal import FalConnection, FalGate, is_fal_request
-from server.http import Routes, load_static_files
+from server.http import Routes
 from server.listener import connection_factory
 from server.metrics import Metrics
+from server.static import load_static_files
 from server.webrtc import Outlets, configure_aiortc
 from server.whip import MediaRoutes
 from server.worker import FrameFailed, InferenceWorker, Result, VideoResult
@@ -33,10 +34,10 @@ from stream.params import Params
 from stream.registry import SessionRegistry
 from stream.session import Session
 
-log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from pipelines.memory import MemoryBudget
 
+log = logging.getLogger(__name__)
 
 EXPIRY_INTERVAL_S = 1.0
 
@@ -49,9 +50,9 @@ class LivegenServer:
         self.config = config
         self.auth = AuthGate.from_config(config)
         self.fal = FalGate.from_config(config, self.auth)
-        self.sessions = SessionRegistry(
         max_sessions = config.max_sessions
         auto_sessions = not isinstance(max_sessions, int)
+        self.sessions = SessionRegistry(
             grace_s=config.session_grace_s,
             # Until warm-up has measured what auto allows, auto holds the default.
             max_sessions=max_sessions if isinstance(max_sessions, int) else DEFAULT_MAX_SESSIONS,
@@ -68,9 +69,9 @@ class LivegenServer:
             deliver=self._deliver_threadsafe,
             codec_threads=config.codec_threads,
             max_batch=config.max_batch,
-        )
             sessions=self.sessions,
             measure_memory=auto_sessions,
+        )
         self.connections: set[AnyConnection] = set()
         # Where each session's generated video goes out over WebRTC, and WHIP/WHEP.
         self.outlets = Outlets()
@@ -127,11 +128,10 @@ class LivegenServer:
             self.request_drain()
             return
         log.info("pipeline %s warm in %.2f s", self.pipeline.name, time.perf_counter() - started)
-        self.ready.set()
         if self.worker.memory_budget is not None:
             self._set_max_sessions(self.worker.memory_budget)
+        self.ready.set()
 
-    async def _expire_sessions(self) -> None:
     def _set_max_sessions(self, budget: MemoryBudget) -> None:
         """``--max-sessions auto``: as many sessions as the memory left after warm-up holds."""
         self.metrics.session_state_bytes.set(budget.session_bytes)
@@ -156,6 +156,7 @@ class LivegenServer:
             budget.batch_bytes / 2**20,
         )
 
+    async def _expire_sessions(self) -> None:
         while True:
             await asyncio.sleep(min(EXPIRY_INTERVAL_S, self.config.session_grace_s / 2))
             for session in self.sessions.expire(time.perf_counter()):
@@ -209,6 +210,8 @@ class LivegenServer:
                 params=params.to_wire(),
                 limits=self.config.limits.to_wire(),
                 ice_servers=list(self.webrtc.ice_servers),
+                ignored_params=sorted(self.pipeline.ignored_params()),
+                needs_image=not self.pipeline.text_to_image,
             )
         )
         return session

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import http
 import ipaddress
-import mimetypes
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, urlsplit
 
@@ -29,6 +27,7 @@ from stream.routing import requested_sid
 if TYPE_CHECKING:
     from server.auth import AuthGate
     from server.fal import FalGate
+    from server.static import StaticFile
 
 WEBSOCKET_PATH = "/ws"
 TOKEN_PATHS = ("/tokens", "/tokens/")
@@ -50,23 +49,6 @@ def response(
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
-def load_static_files(root: Path) -> dict[str, tuple[bytes, str]]:
-    """Map URL path to (body, content type) for every file under ``root``."""
-    files: dict[str, tuple[bytes, str]] = {}
-    if not root.is_dir():
-        return files
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not any(part.startswith(".") for part in path.parts):
-            url = "/" + path.relative_to(root).as_posix()
-            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            if content_type.startswith("text/") or content_type == "application/javascript":
-                content_type += "; charset=utf-8"
-            files[url] = (path.read_bytes(), content_type)
-    if "/index.html" in files:
-        files["/"] = files["/index.html"]
-    return files
-
-
 def retry_later(message: str) -> Response:
     """503 with ``Retry-After``: the answer a client (or proxy) tries again after."""
     refused = response(503, f"{message}; retry after {RETRY_AFTER_S} s\n".encode(), "text/plain")
@@ -77,7 +59,7 @@ def retry_later(message: str) -> Response:
 class Routes:
     def __init__(
         self,
-        static_files: dict[str, tuple[bytes, str]],
+        static_files: dict[str, StaticFile],
         is_ready: Callable[[], bool],
         is_draining: Callable[[], bool],
         admits_new: Callable[[], bool],
@@ -137,8 +119,7 @@ class Routes:
         if path == "/metrics":
             return response(200, self._render_metrics(), "text/plain; version=0.0.4")
         if path in self._static:
-            body, content_type = self._static[path]
-            return response(200, body, content_type)
+            return self._static[path].answer(request)
         return response(404, b"not found\n", "text/plain")
 
     def _admit(self, request: Request) -> Response | None:

@@ -119,6 +119,11 @@ class SessionStarted(_Message):
     protocol: int = PROTOCOL_VERSION
     # STUN/TURN servers for a WebRTC call, as RTCPeerConnection takes them.
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    # What the pipeline makes of params, so a client can grey out the controls
+    # that change nothing: the params its frames never depend on, and whether a
+    # frame needs an input image (no text to image). Older servers send neither.
+    ignored_params: list[str] = field(default_factory=list)
+    needs_image: bool = False
 
 
 @dataclass(frozen=True, slots=True)
