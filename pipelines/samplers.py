@@ -28,18 +28,24 @@ how much of the input is replaced:
   session's seed.
 
 The math runs in float32 whatever the model's dtype, as diffusers' schedulers
-do: dividing by sqrt(alpha) near t=999 amplifies rounding error.
+do: dividing by sqrt(alpha) near t=999 amplifies rounding error. Each sampler
+turns its step (and the noise added to input latents) into per-sample
+coefficients on its (batch,) levels; one fused update applies them to the
+latents (:mod:`livegen_kernels.latent_step`, a Triton kernel on CUDA).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from livegen_kernels.latent_step import coefficients, latent_step
 
 SAMPLERS = ("euler", "euler_a", "lcm")
 # The sampler that runs what a model's own scheduler config names.
@@ -131,15 +137,22 @@ class FewStepSampler(ABC):
         schedule: BatchSchedule,
     ) -> torch.Tensor:
         """The first sample: noised input latents, or scaled noise for text to image."""
-        scaled = noise * _unsqueeze(schedule.init_scale, noise)
-        noised = self.add_noise(latents, noise, schedule)
-        return torch.where(_unsqueeze(text_only, latents), scaled, noised)
+        keep, add = self.noise_scales(schedule)
+        zero = torch.zeros_like(keep)
+        table = coefficients(
+            len(latents),
+            latents.device,
+            r=torch.where(text_only, zero, keep),
+            u=torch.where(text_only, schedule.init_scale, add),
+        )
+        return latent_step(latents, table, noise=noise)
 
     @abstractmethod
-    def add_noise(
-        self, latents: torch.Tensor, noise: torch.Tensor, schedule: BatchSchedule
-    ) -> torch.Tensor:
-        """Input latents noised to each sample's first timestep, as the scheduler's add_noise."""
+    def noise_scales(self, schedule: BatchSchedule) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch,) scales of input latents and noise at each sample's first timestep.
+
+        The scheduler's ``add_noise``: ``latents * keep + noise * add``.
+        """
 
     def model_input(self, sample: torch.Tensor, k: int, schedule: BatchSchedule) -> torch.Tensor:
         """What the UNet is given at step ``k`` (the scheduler's ``scale_model_input``)."""
@@ -176,10 +189,8 @@ class EulerSampler(FewStepSampler):
         sigmas = scheduler.sigmas.float().cpu()
         return Schedule(scheduler.timesteps.float().cpu(), sigmas, init_scale)
 
-    def add_noise(
-        self, latents: torch.Tensor, noise: torch.Tensor, schedule: BatchSchedule
-    ) -> torch.Tensor:
-        return latents + noise * _unsqueeze(schedule.levels[0], latents)
+    def noise_scales(self, schedule: BatchSchedule) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.ones_like(schedule.levels[0]), schedule.levels[0]
 
     def model_input(self, sample: torch.Tensor, k: int, schedule: BatchSchedule) -> torch.Tensor:
         sigma = _unsqueeze(schedule.levels[k], sample)
@@ -193,24 +204,23 @@ class EulerSampler(FewStepSampler):
         schedule: BatchSchedule,
         noise: torch.Tensor | None,
     ) -> torch.Tensor:
-        sigma = _unsqueeze(schedule.levels[k], sample)
-        return self._move(sample, model_output, sigma, _unsqueeze(schedule.levels[k + 1], sample))
+        table = self._move(schedule.levels[k], schedule.levels[k + 1])
+        return latent_step(sample, table, model_output)
 
     def _move(
-        self,
-        sample: torch.Tensor,
-        model_output: torch.Tensor,
-        sigma: torch.Tensor,
-        target: torch.Tensor,
+        self, sigma: torch.Tensor, target: torch.Tensor, **columns: torch.Tensor
     ) -> torch.Tensor:
-        """An Euler step from ``sigma`` to ``target`` along the model's prediction."""
-        model_output = model_output.to(torch.float32)
+        """The coefficients of an Euler step from ``sigma`` to ``target`` (each (batch,)).
+
+        The clean latent the model predicts, then ``x + (x - clean) / sigma * (target - sigma)``
+        rearranged as ``x * target / sigma + clean * (1 - target / sigma)``.
+        """
         if self.prediction_type == "epsilon":
-            clean = sample - sigma * model_output
+            p, q = torch.ones_like(sigma), -sigma
         else:  # v_prediction
-            clean = model_output * (-sigma / (sigma**2 + 1) ** 0.5) + (sample / (sigma**2 + 1))
-        derivative = (sample - clean) / sigma
-        return sample + derivative * (target - sigma)
+            p, q = 1 / (sigma**2 + 1), -sigma / (sigma**2 + 1) ** 0.5
+        ratio = target / sigma
+        return coefficients(len(sigma), sigma.device, p=p, q=q, r=1 - ratio, s=ratio, **columns)
 
 
 class EulerAncestralSampler(EulerSampler):
@@ -234,12 +244,11 @@ class EulerAncestralSampler(EulerSampler):
         schedule: BatchSchedule,
         noise: torch.Tensor | None,
     ) -> torch.Tensor:
-        sigma = _unsqueeze(schedule.levels[k], sample)
-        sigma_to = _unsqueeze(schedule.levels[k + 1], sample)
+        sigma, sigma_to = schedule.levels[k], schedule.levels[k + 1]
         sigma_up = (sigma_to**2 * (sigma**2 - sigma_to**2) / sigma**2) ** 0.5
         sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
-        moved = self._move(sample, model_output, sigma, sigma_down)
-        return moved if noise is None else moved + noise * sigma_up
+        table = self._move(sigma, sigma_down, u=sigma_up)
+        return latent_step(sample, table, model_output, noise)
 
 
 class LCMSampler(FewStepSampler):
@@ -273,11 +282,9 @@ class LCMSampler(FewStepSampler):
         levels = torch.cat([timesteps, timesteps[-1:]])
         return Schedule(timesteps.float(), levels, float(self.scheduler.init_noise_sigma))
 
-    def add_noise(
-        self, latents: torch.Tensor, noise: torch.Tensor, schedule: BatchSchedule
-    ) -> torch.Tensor:
-        alpha = _unsqueeze(self.alphas_cumprod[schedule.levels[0]], latents)
-        return alpha**0.5 * latents + (1 - alpha) ** 0.5 * noise
+    def noise_scales(self, schedule: BatchSchedule) -> tuple[torch.Tensor, torch.Tensor]:
+        alpha = self.alphas_cumprod[schedule.levels[0]]
+        return alpha**0.5, (1 - alpha) ** 0.5
 
     def step(
         self,
@@ -288,24 +295,27 @@ class LCMSampler(FewStepSampler):
         noise: torch.Tensor | None,
     ) -> torch.Tensor:
         t = schedule.levels[k]
-        alpha = _unsqueeze(self.alphas_cumprod[t], sample)
+        alpha = self.alphas_cumprod[t]
         beta = 1 - alpha
-        model_output = model_output.to(torch.float32)
         if self.prediction_type == "epsilon":
-            clean = (sample - beta.sqrt() * model_output) / alpha.sqrt()
+            p, q = 1 / alpha.sqrt(), -beta.sqrt() / alpha.sqrt()
         else:  # v_prediction
-            clean = alpha.sqrt() * sample - beta.sqrt() * model_output
-        if self.clip_range is not None:
-            clean = clean.clamp(-self.clip_range, self.clip_range)
+            p, q = alpha.sqrt(), -beta.sqrt()
+        clip = math.inf if self.clip_range is None else self.clip_range
         # The consistency model's boundary condition (LCM paper, sigma_data 0.5).
         scaled = t * self.timestep_scaling
-        c_skip = _unsqueeze(0.25 / (scaled**2 + 0.25), sample)
-        c_out = _unsqueeze(scaled / (scaled**2 + 0.25) ** 0.5, sample)
-        denoised = c_out * clean + c_skip * sample
-        if noise is None:
-            return denoised
-        alpha_next = _unsqueeze(self.alphas_cumprod[schedule.levels[k + 1]], sample)
-        return alpha_next.sqrt() * denoised + (1 - alpha_next).sqrt() * noise
+        c_skip = 0.25 / (scaled**2 + 0.25)
+        c_out = scaled / (scaled**2 + 0.25) ** 0.5
+        # Re-noised to the next timestep with the fresh noise, when there is a next step.
+        keep = torch.ones_like(alpha)
+        add = torch.zeros_like(alpha)
+        if noise is not None:
+            alpha_next = self.alphas_cumprod[schedule.levels[k + 1]]
+            keep, add = alpha_next.sqrt(), (1 - alpha_next).sqrt()
+        table = coefficients(
+            len(t), sample.device, p=p, q=q, clip=clip, r=keep * c_out, s=keep * c_skip, u=add
+        )
+        return latent_step(sample, table, model_output, noise)
 
 
 def make_sampler(

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
+import torch
+
+# Without a GPU, Triton's interpreter runs the kernels on CPU tensors (tests/kernels).
+# Triton reads this when a kernel is defined, so before anything imports livegen_kernels;
+# the pipelines still take the references on the CPU (livegen_kernels/dispatch.py).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
