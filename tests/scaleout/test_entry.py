@@ -2,13 +2,16 @@
 
 New sessions pack onto the first replica with room, resumes find their owner
 through the entry, every replica full gives 503 with ``Retry-After``, a replica
-filled behind HAProxy's back answers 503 itself and the entry tries the next.
-The tests that kill, drain or add replicas are in test_changes.py.
+filled behind HAProxy's back answers 503 itself and the entry tries the next,
+and a WebRTC call signalled through the entry sends its media straight to the
+replica. The tests that kill, drain or add replicas are in test_changes.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +25,13 @@ from stream.codec import decode_server_message, pack
 from stream.errors import ErrorCode
 from stream.messages import Error, SessionStart, SessionStarted
 from tests.helpers import WAIT_S
+from tests.rtc import Caller
 from tests.scaleout.cluster import QUEUE_TIMEOUT_S, Cluster, haproxy_available
 
 pytestmark = pytest.mark.skipif(not haproxy_available(), reason="needs haproxy (tests/setup.sh)")
 
 MAX_SESSIONS = 40  # per replica: room for the 100 resumes on three
+CALL_WAIT_S = 20.0  # ICE, DTLS and the first VP8 frames, on a loaded machine
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +149,36 @@ def test_the_rendered_config_passes_haproxy_check(cluster):
         assert f"server {replica.replica_id} 127.0.0.1:{replica.port}" in config
         rule = f"use-server {replica.replica_id} if {{ urlp(sid) -m beg {replica.replica_id}. }}"
         assert rule in config
+
+
+def udp_ports_of(pid: int) -> set[int]:
+    """The UDP ports process ``pid`` has open (Linux /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            columns = line.split()
+            if columns[9] in inodes:
+                ports.add(int(columns[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+async def test_a_call_signalled_through_the_entry_sends_media_straight_to_the_replica(cluster):
+    async with await LivegenClient.connect(cluster.url) as client:
+        caller = await Caller.start(client)
+        frame = await caller.frames(5, CALL_WAIT_S)
+        (transceiver,) = caller.pc.getTransceivers()
+        pairs = transceiver.receiver.transport.transport._connection._nominated.values()
+        remote_ports = {pair.remote_candidate.port for pair in pairs}
+        replica = next(r for r in cluster.replicas if r.replica_id == owner(client))
+        replica_ports = udp_ports_of(replica.process.pid)
+        await caller.hang_up()
+
+    assert frame.shape == (256, 256, 3)
+    assert remote_ports and remote_ports <= replica_ports  # the replica's own UDP sockets
+    assert cluster.entry_port not in remote_ports
