@@ -32,8 +32,9 @@ from aiortc import (
 )
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import VIDEO_CLOCK_RATE, VIDEO_TIME_BASE, MediaStreamError
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.rtp import RtpPacket
-from aiortc.sdp import SessionDescription, candidate_from_sdp
+from aiortc.sdp import MediaDescription, SessionDescription, candidate_from_sdp
 from av import VideoFrame
 
 from stream.events import FrameIn
@@ -195,24 +196,21 @@ class Call:
 
     async def answer(self, sdp: str) -> str:
         """Take the client's offer; the answer holds all our ICE candidates (no trickle)."""
+        if not sdp.lstrip().startswith("v=0"):
+            raise ValueError("the offer is not an SDP session description (it starts with v=0)")
+        video = [m for m in SessionDescription.parse(sdp).media if m.kind == "video"]
         # Our track first: the offer's video line then binds to its transceiver,
         # which is where codec preferences must already be set.
         sender = self.pc.addTrack(self.output)
         [transceiver] = [t for t in self.pc.getTransceivers() if t.sender is sender]
         transceiver.setCodecPreferences(
-            [
-                codec
-                for codec in RTCRtpSender.getCapabilities("video").codecs
-                if codec.mimeType.lower() in (f"video/{self._options.codec}", "video/rtx")
-            ]
+            self._codecs({c.mimeType.lower() for m in video for c in m.rtp.codecs})
         )
-        if not sdp.lstrip().startswith("v=0"):
-            raise ValueError("the offer is not an SDP session description (it starts with v=0)")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         if transceiver.mid is None:
             wanted = "send a camera track" if self._offer_input else "receive video (recvonly)"
             raise NoVideoError(f"the offer has no video: {wanted}")
-        self._check_video_direction(sdp)
+        self._check_video_direction(video)
         for other in self.pc.getTransceivers():
             if other.kind == "audio":
                 # Nothing here listens to sound (OBS sends it): refused in the answer,
@@ -223,8 +221,17 @@ class Call:
         assert description is not None
         return description.sdp
 
-    def _check_video_direction(self, sdp: str) -> None:
-        directions = {m.direction for m in SessionDescription.parse(sdp).media if m.kind == "video"}
+    def _codecs(self, offered: set[str]) -> list[RTCRtpCodecCapability]:
+        """The configured codec, or where the offer lacks it (OBS sends H.264 only),
+        whichever the offer has: a camera's video is better taken than refused."""
+        codecs = RTCRtpSender.getCapabilities("video").codecs
+        wanted = f"video/{self._options.codec}"
+        if wanted not in offered:
+            return codecs
+        return [codec for codec in codecs if codec.mimeType.lower() in (wanted, "video/rtx")]
+
+    def _check_video_direction(self, video: list[MediaDescription]) -> None:
+        directions = {m.direction for m in video}
         # A send-only camera (OBS over WHIP) is watched through WHEP instead.
         self.sends_back = bool(directions & {None, "sendrecv", "recvonly"})
         if self._offer_input is None:

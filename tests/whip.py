@@ -13,7 +13,7 @@ import http.client
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from aiortc import RTCSessionDescription
+from aiortc import AudioStreamTrack, RTCRtpSender, RTCSessionDescription
 
 from tests.rtc import MarkedTrack, Peer
 
@@ -93,11 +93,22 @@ class Publisher(HttpPeer):
         sendrecv: bool = True,
         token: str | None = None,
         track: MarkedTrack | None = None,
+        codec: str | None = None,
+        audio: bool = False,
     ) -> Publisher:
+        """``codec`` ("H264", "VP8") limits the offer to it; ``audio`` adds a silent
+        send-only audio line, as OBS's offer has."""
         publisher = cls(track or MarkedTrack())
-        publisher.pc.addTransceiver(
+        transceiver = publisher.pc.addTransceiver(
             publisher.track, direction="sendrecv" if sendrecv else "sendonly"
         )
+        if codec is not None:
+            capabilities = RTCRtpSender.getCapabilities("video").codecs
+            transceiver.setCodecPreferences(
+                [c for c in capabilities if c.mimeType == f"video/{codec}"]
+            )
+        if audio:
+            publisher.pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
         await publisher._post(f"{base_url}/whip{query}", token)
         return publisher
 

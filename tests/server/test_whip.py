@@ -63,6 +63,24 @@ async def test_a_sendonly_publisher_is_watched_by_two_whep_viewers(start_server)
     assert all(len(viewer.received.latencies_s) >= 2 for viewer in viewers)
 
 
+async def test_an_obs_like_offer_h264_only_with_audio_is_taken_and_watched(start_server):
+    # OBS offers H.264 and Opus, send-only; the server's own codec (VP8) is not offered.
+    server = await start_server(ShadingPipeline())
+    publisher = await Publisher.start(
+        base(server), query="?strength=1", sendrecv=False, codec="H264", audio=True
+    )
+    viewer = await Viewer.watch(base(server), publisher.session_id, publisher.track)
+    frame = await viewer.frames(5, CALL_WAIT_S)
+    answer = publisher.answer.text
+    await viewer.delete()
+    await publisher.delete()
+
+    video, audio = answer.split("m=video")[1], answer.split("m=audio")[1].split("m=video")[0]
+    assert "H264/90000" in video
+    assert "a=inactive" in audio  # sound is refused, so nothing decodes it into a queue
+    assert bottom_mean(frame) > 235
+
+
 async def test_params_changed_over_the_websocket_show_in_the_whep_video(start_server):
     server = await start_server(ShadingPipeline())
     publisher = await Publisher.start(base(server), query="?strength=0", sendrecv=False)
