@@ -235,13 +235,18 @@ async def test_a_bad_input_is_an_x_fal_error_and_the_connection_goes_on(start_se
     assert b'livegen_errors_total{code="invalid_image"} 1.0' in metrics
 
 
-async def test_a_full_server_refuses_a_fal_client_with_1013(start_server):
+async def test_a_full_server_refuses_a_fal_client_at_the_handshake_or_with_1013(start_server):
     server = await start_server(max_sessions=1)
     async with connect(fal_url(server)):
-        async with connect(fal_url(server)) as second:
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(fal_url(server))
+        # One that slips past the handshake (a sid says "resume", but fal never resumes).
+        async with connect(fal_url(server, query="sid=x.y")) as second:
             error = await receive(second)
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(second.recv(), WAIT_S)
+    assert refused.value.response.status_code == 503
+    assert refused.value.response.headers["Retry-After"] == "1"
     assert error["error"] == "SERVER_BUSY"
     assert second.close_code == 1013
 
