@@ -130,6 +130,9 @@ class ListenerConnection(ServerConnection):
             self._answer(_refusal(413, f"the body is {length} bytes; the limit is {limit}"))
         else:
             self._request = (method, target, headers, int(length))
+            if headers.get("Expect", "").lower() == "100-continue" and int(length):
+                # curl (OBS's HTTP client) waits for this, up to a second, before the body.
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _read_body(self) -> None:
         if self._request is None:

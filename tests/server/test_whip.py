@@ -13,7 +13,7 @@ from aiortc import RTCPeerConnection
 
 from livegen_client import LivegenClient
 from server.tokens import mint_token
-from tests.helpers import ShadingPipeline, wait_until, ws_url
+from tests.helpers import WAIT_S, ShadingPipeline, wait_until, ws_url
 from tests.rtc import Caller, MarkedTrack
 from tests.server.test_webrtc import CALL_WAIT_S, bottom_mean, native_threads, udp_sockets
 from tests.whip import Publisher, Viewer, request, sdp_headers
@@ -333,3 +333,33 @@ async def test_a_websocket_session_with_a_call_is_watched_through_whep(start_ser
         await caller.hang_up()
 
     assert bottom_mean(frame) > 235
+
+
+async def test_a_client_that_expects_100_continue_gets_it_before_sending_its_offer(
+    start_server,
+):
+    # curl, which OBS posts with, holds a larger body back until "100 Continue".
+    server = await start_server(ShadingPipeline())
+    pc = RTCPeerConnection()
+    pc.addTransceiver(MarkedTrack(), direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = pc.localDescription.sdp.encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    head = (
+        f"POST /whip HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/sdp\r\n"
+        f"Content-Length: {len(offer)}\r\nExpect: 100-continue\r\n\r\n"
+    )
+    writer.write(head.encode())
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT_S)
+    writer.write(offer)
+    answer = await asyncio.wait_for(reader.read(), WAIT_S)  # Connection: close
+    writer.close()
+    await writer.wait_closed()
+    await pc.close()
+    location = answer.split(b"\r\nLocation: ")[1].split(b"\r\n")[0].decode()
+    deleted = await request("DELETE", base(server) + location)
+
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert answer.startswith(b"HTTP/1.1 201 Created\r\n")
+    assert b"\r\nConnection: close\r\n" in answer
+    assert deleted.status == 200
