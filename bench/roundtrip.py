@@ -145,6 +145,7 @@ def _codec_loop(frames: Sequence[bytes], deadline: float) -> int:
 class ServerProcess:
     process: subprocess.Popen[bytes]
     port: int
+    log_path: Path
     stop_s: float | None = None
 
     @property
@@ -215,7 +216,7 @@ def livegen_server(
         server = None
         try:
             match = _wait_for(lambda: LISTENING.search(log_path.read_bytes()), "listening", process)
-            server = ServerProcess(process, int(match.group(1)))
+            server = ServerProcess(process, int(match.group(1)), log_path)
             _wait_for(lambda: server.get("/readyz")[0] == 200 or None, "ready", process)
             yield server
         except BaseException:
@@ -496,12 +497,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{SOAK_SIZE_PX} px this long, sampling server RSS every {SOAK_SAMPLE_S:g} s",
     )
     parser.add_argument(
-        "--out", type=Path, help="JSON path (default bench/results/roundtrip.json or soak.json)"
+        "--out",
+        type=Path,
+        help="JSON path (default bench/results/roundtrip.json, or roundtrip-soak.json)",
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 2.0, 0.5
-    out = args.out or RESULTS_DIR / ("soak.json" if args.soak else "roundtrip.json")
+    out = args.out or RESULTS_DIR / ("roundtrip-soak.json" if args.soak else "roundtrip.json")
 
     sizes = (SOAK_SIZE_PX,) if args.soak else SIZES_PX
     frames = {size: make_frames(size, FRAMES_PER_SIZE, SEED) for size in sizes}

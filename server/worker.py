@@ -41,6 +41,9 @@ from stream.session import Session
 
 log = logging.getLogger(__name__)
 
+# Batches at a size lowered by an out-of-memory error that must fit before it is raised.
+RECOVER_AFTER_BATCHES = 100
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -110,6 +113,11 @@ class InferenceWorker:
         self._metrics = metrics
         self._deliver = deliver
         self._max_batch = max(1, min(max_batch, pipeline.max_batch_size))
+        # After an out-of-memory error, batches stay at the size that was tried next, so
+        # that a device near its limit does not fail a batch every tick; the limit
+        # doubles again after RECOVER_AFTER_BATCHES batches of that size fit.
+        self._batch_limit = self._max_batch
+        self._batches_fitted = 0
         self._codec_threads = codec_threads
         self._codec = ThreadPoolExecutor(codec_threads, thread_name_prefix="livegen-codec")
         self._cond = threading.Condition()
@@ -191,7 +199,7 @@ class InferenceWorker:
             # Params are read now, not when the frame arrived: edits jump ahead of media.
             ready.append((job, FrameRequest(session.pipeline_state, session.params, job.image)))
         batches = group_compatible(
-            ready, key=lambda item: self._pipeline.batch_key(item[1]), max_batch=self._max_batch
+            ready, key=lambda item: self._pipeline.batch_key(item[1]), max_batch=self._batch_limit
         )
         for batch in batches:
             self._map(self._encode, self._infer(batch))
@@ -265,6 +273,7 @@ class InferenceWorker:
         if out_of_memory:
             return self._retry(batch, out_of_memory, freed=freed)
         elapsed = time.perf_counter() - start
+        self._fitted(len(batch))
         self._metrics.batch_size.observe(len(batch))
         for job, _ in batch:
             self._observe(job, "infer", elapsed)
@@ -288,6 +297,8 @@ class InferenceWorker:
                 len(batch) - half,
             )
             self._metrics.out_of_memory.labels("split").inc()
+            self._batch_limit = min(self._batch_limit, len(batch) - half)
+            self._batches_fitted = 0
             return self._infer(batch[:half], freed=True) + self._infer(batch[half:], freed=True)
         if not freed:
             self._metrics.out_of_memory.labels("retried").inc()
@@ -303,6 +314,16 @@ class InferenceWorker:
         )
         self._fail(batch, ProtocolError(refusal, code=ErrorCode.PIPELINE_FAILED))
         return []
+
+    def _fitted(self, size: int) -> None:
+        """A batch of ``size`` ran: after enough at the limit, let batches grow again."""
+        if size < self._batch_limit or self._batch_limit == self._max_batch:
+            return
+        self._batches_fitted += 1
+        if self._batches_fitted >= RECOVER_AFTER_BATCHES:
+            self._batch_limit = min(self._max_batch, 2 * self._batch_limit)
+            self._batches_fitted = 0
+            log.info("batches of up to %d again", self._batch_limit)
 
     def _free_memory(self) -> None:
         """Drop what detached sessions cache, then give back what nothing holds any more.

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+import server.worker
 from livegen_client import LivegenClient, ServerError
 from pipelines.base import FrameRequest
 from server.app import LivegenServer
@@ -87,6 +88,30 @@ async def test_a_batch_out_of_memory_is_split_and_every_frame_arrives(start_serv
     assert [(frame.id, frame.width) for frame in frames] == [(1, SMALL_PX)] * 5
     assert metric(text, 'livegen_out_of_memory_total{outcome="split"}') == 1
     assert metric(text, 'livegen_out_of_memory_total{outcome="refused"}') == 0
+
+
+async def test_batches_stay_at_the_size_that_fit_then_grow_back(start_server, jpeg, monkeypatch):
+    monkeypatch.setattr(server.worker, "RECOVER_AFTER_BATCHES", 3)
+    pipeline = OutOfMemoryPipeline(budget_pixels=2 * SMALL_PX * SMALL_PX)
+    server_ = await start_server(pipeline)
+    clients = [await LivegenClient.connect(ws_url(server_)) for _ in range(5)]
+    small = jpeg(seed=1, width=SMALL_PX, height=SMALL_PX)
+    for _ in range(3):
+        pipeline.gate.clear()
+        pipeline.entered.clear()
+        await run_one_batch(server_, pipeline, clients, [small] * 5)
+        for client in clients:
+            await asyncio.wait_for(client.next_frame(), WAIT_S)
+    text = await metrics_text(server_)
+    for client in clients:
+        await client.close()
+
+    assert pipeline.batches == [
+        *(1, 4, 2, 2),  # out of memory: halves, and batches of at most 2 from now on
+        *(1, 2, 2),  # no failed try; the third batch of 2 that fits lifts the limit
+        *(1, 4, 2, 2),  # so 4 are tried again
+    ]
+    assert metric(text, 'livegen_out_of_memory_total{outcome="split"}') == 2
 
 
 async def test_only_a_request_too_big_alone_is_refused_and_the_others_go_on(start_server, jpeg):
