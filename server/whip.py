@@ -172,7 +172,8 @@ class MediaRoutes:
             raise Refused(503, str(busy), [("Retry-After", "5")]) from None
         except ProtocolError as error:
             raise Refused(400, str(error)) from None
-        path = f"{WHIP_PATH}/{secrets.token_urlsafe(16)}"
+        # The session id names its replica: a proxy sends PATCH and DELETE to it by the path.
+        path = f"{WHIP_PATH}/{quote(session.id, safe='')}/{secrets.token_urlsafe(16)}"
         call = Call(self._app.webrtc, lambda frame: self._app.offer(session, frame), self._ended)
         try:
             answer = await self._answer(call, offer)

@@ -73,7 +73,9 @@ def render(
         raise ValueError(f"replica ids must differ: {', '.join(names)}")
     rules = "\n".join(
         # The sid must start with the whole id and its dot: livegen-1 is not livegen-10.
-        f"    use-server {name} if {{ urlp(sid) -m beg {name}. }}"
+        # WHIP and WHEP resources carry the session id in their path instead.
+        f"    use-server {name} if {{ urlp(sid) -m beg {name}. }} || "
+        f"{{ path_beg /whip/{name}. /whep/{name}. }}"
         for name in names
     )
     lines = "\n".join(f"    server {name} {address}" for name, address in servers)

@@ -4,7 +4,8 @@ New sessions pack onto the first replica with room, resumes find their owner
 through the entry, every replica full gives 503 with ``Retry-After``, a replica
 filled behind HAProxy's back answers 503 itself and the entry tries the next,
 and a WebRTC call signalled through the entry sends its media straight to the
-replica. The tests that kill, drain or add replicas are in test_changes.py.
+replica, as WHIP and WHEP requests reach the replica their path names. The
+tests that kill, drain or add replicas are in test_changes.py.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from stream.messages import Error, SessionStart, SessionStarted
 from tests.helpers import WAIT_S
 from tests.rtc import Caller
 from tests.scaleout.cluster import QUEUE_TIMEOUT_S, Cluster, haproxy_available
+from tests.whip import Publisher, Viewer
 
 pytestmark = pytest.mark.skipif(not haproxy_available(), reason="needs haproxy (tests/setup.sh)")
 
@@ -182,3 +184,21 @@ async def test_a_call_signalled_through_the_entry_sends_media_straight_to_the_re
     assert frame.shape == (256, 256, 3)
     assert remote_ports and remote_ports <= replica_ports  # the replica's own UDP sockets
     assert cluster.entry_port not in remote_ports
+
+
+async def test_whip_and_whep_requests_through_the_entry_reach_the_sessions_replica(cluster):
+    replica = cluster.replicas[1]
+    publisher = await Publisher.start(f"http://127.0.0.1:{replica.port}", sendrecv=False)
+    entry = f"http://127.0.0.1:{cluster.entry_port}"
+    # The viewer's offer and its DELETE, and the publisher's DELETE, all go to the entry.
+    viewer = await Viewer.watch(entry, publisher.session_id, publisher.track)
+    frame = await viewer.frames(3, CALL_WAIT_S)
+    viewer_deleted = await viewer.delete()
+    location = publisher.answer.headers["Location"]
+    publisher.resource_url = entry + location
+    publisher_deleted = await publisher.delete()
+
+    assert publisher.session_id.startswith("livegen-1.")
+    assert location.startswith(f"/whip/{publisher.session_id}/")
+    assert frame.shape == (256, 256, 3)
+    assert viewer_deleted.status == 200 and publisher_deleted.status == 200
