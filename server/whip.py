@@ -149,7 +149,9 @@ class MediaRoutes:
         carries none in a browser's preflight)."""
         answer = _empty(204)
         answer.headers["Allow"] = _list(allowed)
-        answer.headers["Access-Control-Allow-Methods"] = _list(allowed)
+        # All of WHIP's methods, not only this path's: clients read PATCH here as
+        # "trickle is supported" (Eyevinn's WHIP client does).
+        answer.headers["Access-Control-Allow-Methods"] = "POST, PATCH, DELETE, OPTIONS"
         answer.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, If-Match"
         answer.headers["Access-Control-Max-Age"] = "600"
         if "POST" in allowed:

@@ -36,3 +36,6 @@ if ! command -v npm >/dev/null; then
     apt_install nodejs npm
 fi
 npm ci --prefix tests/fal/js --no-audit --no-fund </dev/null
+# Eyevinn's WHIP and WHEP browser clients (tests/web/test_whip_clients.py), and
+# esbuild to bundle them for a page, the same way.
+npm ci --prefix tests/web/whip_js --no-audit --no-fund </dev/null
