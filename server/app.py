@@ -138,12 +138,17 @@ class LivegenServer:
         fit = budget.sessions_that_fit()
         mib = budget.session_bytes / 2**20
         if fit is None:
+            why = (
+                f"{self.pipeline.device} has no memory of its own to divide (only CUDA does)"
+                if budget.available_bytes is None
+                else "that sets no limit"
+            )
             log.info(
-                "--max-sessions auto: %d; a session caches %.1f MiB of tensors, but %s has "
-                "no memory of its own to divide (only CUDA does), so auto keeps the default",
+                "--max-sessions auto: %d; a session caches %.1f MiB of tensors, and %s, "
+                "so auto keeps the default",
                 self.sessions.max_sessions,
                 mib,
-                self.pipeline.device,
+                why,
             )
             return
         self.sessions.max_sessions = fit
