@@ -119,6 +119,10 @@ class Pipeline(abc.ABC):
         """
         return frozenset()
 
+    def controls(self) -> dict[str, list[str]]:
+        """The loaded conditioning sessions may pick, by kind (``session.started``)."""
+        return {}
+
     def check_params(self, params: Params) -> None:  # noqa: B027 - accepting all is a default
         """Raise ``ValueError`` naming the problem if this pipeline cannot serve ``params``."""
 

@@ -98,7 +98,7 @@ class DiffusionState:
     # None when that frame was text-to-image.
     input_pixels: torch.Tensor | None = None
     input_posterior: Posterior | None = None
-    noise_key: tuple[int, ...] | None = None
+    noise_key: tuple[Any, ...] | None = None
     noise: SeedNoise | None = None
     # The params the last frame was generated with (output encoding left out).
     output_params: Params | None = None
@@ -132,7 +132,7 @@ class FewStepPipeline(Pipeline):
         self.unet: Any = components.unet
         self.vae: Any = components.vae
         self.prompts = components.prompts
-        self.controls = components.controls
+        self.structure = components.controls
         self.dtype = next(self.unet.parameters()).dtype
         self.scheduler_class: str = components.scheduler_config.get("_class_name", "")
         self.samplers: dict[str, FewStepSampler] = {
@@ -242,8 +242,15 @@ class FewStepPipeline(Pipeline):
         """Params that cannot change this family's frame, with the values they count as."""
         return {}
 
+    def controls(self) -> dict[str, list[str]]:
+        return self.structure.names
+
     def cache_stats(self) -> Mapping[str, CacheStats]:
-        return {"prompt_embeddings": self.prompts.cache.stats, **self._stats, **self.controls.stats}
+        return {
+            "prompt_embeddings": self.prompts.cache.stats,
+            **self._stats,
+            **self.structure.stats,
+        }
 
     def new_state(self) -> DiffusionState:
         return DiffusionState()
@@ -268,7 +275,7 @@ class FewStepPipeline(Pipeline):
         sampler = self.samplers[params.scheduler]
         for strength in {1.0, params.strength}:  # text to image, and image to image
             sampler.schedule(params.steps, strength)
-        self.controls.check(params)
+        self.structure.check(params)
 
     def batch_key(self, request: FrameRequest) -> Hashable:
         p = request.params
@@ -311,9 +318,12 @@ class FewStepPipeline(Pipeline):
                 FrameRequest(self.new_state(), size, image),
             ]
         )
-        for name in [*self.controls.controlnets, *self.controls.adapters]:
-            controlled = size.updated({"controlnet": (name,)})
-            self([FrameRequest(self.new_state(), controlled, image)])
+        # Each control once, small: a control made for another model fails here, at start.
+        side = 8 * self.size_multiple
+        small = size.updated({"width": side, "height": side})
+        for name in [*self.structure.controlnets, *self.structure.adapters]:
+            controlled = small.updated({"controlnet": (name,)})
+            self([FrameRequest(self.new_state(), controlled, image[:side, :side])])
 
     # One batch.
 
@@ -374,7 +384,7 @@ class FewStepPipeline(Pipeline):
         # pictures and adapter features only for inputs that changed.
         latents = self._input_latents(requests, init, (height, width), noises)  # (B, C, h, w)
         if controlled:
-            self.controls.prepare(
+            self.structure.prepare(
                 [request.state.control for request in requests],
                 [request.params for request in requests],
                 [image for image in pixels if image is not None],
@@ -481,7 +491,7 @@ class FewStepPipeline(Pipeline):
         sample = sample.to(self.dtype)
         controls: dict[str, Any] = {}
         if requests[0].params.controlnet and requests[0].image is not None:
-            controls = self.controls.unet_kwargs(
+            controls = self.structure.unet_kwargs(
                 sample,
                 timesteps,
                 hidden,

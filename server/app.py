@@ -217,6 +217,7 @@ class LivegenServer:
                 ice_servers=list(self.webrtc.ice_servers),
                 ignored_params=sorted(self.pipeline.ignored_params()),
                 needs_image=not self.pipeline.text_to_image,
+                controls=self.pipeline.controls(),
             )
         )
         return session

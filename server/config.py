@@ -84,6 +84,12 @@ class ServerConfig:
         "folder or hub id of a tiny autoencoder (TAESD) to decode and encode with"
     )
     lora: str = _option("LoRA adapters sessions may pick: NAME=FILE.safetensors,...", "")
+    controlnet: str = _option(
+        "ControlNets sessions may pick (the controlnet param): NAME=FOLDER_OR_HUB_ID,...", ""
+    )
+    t2i_adapter: str = _option(
+        "T2I-Adapters sessions may pick (the controlnet param): NAME=FOLDER_OR_HUB_ID,...", ""
+    )
     channels_last: bool = _option("run the UNet and VAE in channels-last memory format", True)
     prepack_weights: bool = _option(
         "CPU: reorder convolution and linear weights for oneDNN once per input size, not on "
@@ -168,7 +174,8 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         # Malformed values fail here, before any weights load.
-        parse_loras(self.lora)
+        for flag in ("lora", "controlnet", "t2i_adapter"):
+            parse_named(getattr(self, flag), flag)
         parse_ice_servers(self.ice_servers)
         if self.webrtc_codec not in CODECS:
             raise ValueError(f"--webrtc-codec must be one of {', '.join(CODECS)}")
@@ -215,11 +222,15 @@ class ServerConfig:
         """Raise :class:`MissingFile` for a local folder or file the options name that is not
         there: a typo fails in a second, not after torch and diffusers load. Hub ids are
         looked up later, when the pipeline loads."""
-        for what, name in (("model", self.model), ("tiny VAE", self.tiny_vae)):
+        folders = [("model", self.model), ("tiny VAE", self.tiny_vae)]
+        for kind, option in (("ControlNet", "controlnet"), ("T2I-Adapter", "t2i_adapter")):
+            named = parse_named(getattr(self, option), option)
+            folders += [(f"{kind} {name!r}", where) for name, where in named.items()]
+        for what, name in folders:
             if name and names_a_local_folder(name) and not Path(name).expanduser().is_dir():
                 raise MissingFile(not_a_folder(what, name))
         files: dict[str, str | None] = {
-            f"LoRA {name!r}": path for name, path in parse_loras(self.lora).items()
+            f"LoRA {name!r}": path for name, path in parse_named(self.lora, "lora").items()
         }
         files |= {"--tls-cert": self.tls_cert, "--tls-key": self.tls_key}
         for what, file in files.items():
@@ -235,7 +246,9 @@ class ServerConfig:
             device=self.device,
             dtype=self.dtype,
             tiny_vae=self.tiny_vae,
-            loras=parse_loras(self.lora),
+            loras=parse_named(self.lora, "lora"),
+            controlnets=parse_named(self.controlnet, "controlnet"),
+            t2i_adapters=parse_named(self.t2i_adapter, "t2i_adapter"),
             channels_last=self.channels_last,
             prepack_weights=self.prepack_weights,
             compile=self.compile,
@@ -294,15 +307,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def parse_loras(value: str) -> dict[str, str]:
-    """``NAME=FILE,NAME=FILE`` -> {NAME: FILE}."""
-    loras: dict[str, str] = {}
+def parse_named(value: str, option: str) -> dict[str, str]:
+    """``NAME=WHERE,...`` (``--lora``, ``--controlnet``, ``--t2i-adapter``) -> {NAME: WHERE}."""
+    named: dict[str, str] = {}
+    flag = "--" + option.replace("_", "-")
     for item in filter(None, (part.strip() for part in value.split(","))):
-        name, separator, path = item.partition("=")
-        if not separator or not name.strip() or not path.strip():
-            raise ValueError(f"--lora takes NAME=FILE items, got {item!r}")
-        loras[name.strip()] = path.strip()
-    return loras
+        name, separator, where = item.partition("=")
+        if not separator or not name.strip() or not where.strip():
+            shape = "NAME=FILE" if option == "lora" else "NAME=FOLDER_OR_HUB_ID"
+            raise ValueError(f"{flag} takes {shape} items, got {item!r}")
+        named[name.strip()] = where.strip()
+    return named
 
 
 def _parse_bool(value: str | bool) -> bool:

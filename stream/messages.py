@@ -124,6 +124,10 @@ class SessionStarted(_Message):
     # frame needs an input image (no text to image). Older servers send neither.
     ignored_params: list[str] = field(default_factory=list)
     needs_image: bool = False
+    # The conditioning the server has loaded, by the param that picks it:
+    # {"controlnet": [names], "t2i_adapter": [names]} (both picked with the
+    # ``controlnet`` param). A client shows no control the server cannot serve.
+    controls: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

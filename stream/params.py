@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
-from stream.errors import InvalidParams
+from stream.errors import InvalidParams, quoted
 
 ImageFormat = Literal["jpeg", "webp", "png"]
 IMAGE_FORMATS: tuple[ImageFormat, ...] = ("jpeg", "webp", "png")
@@ -108,7 +108,8 @@ def _blend(name: str, value: Any, item: _Field, shape: str) -> Any:
     pairs = []
     for pair in value:
         if not isinstance(pair, list | tuple) or len(pair) != 2:
-            raise InvalidParams(f"{expected}: each item is a [value, weight] pair, got {pair!r:.64}")
+            got = quoted(pair)
+            raise InvalidParams(f"{expected}: each item is a [value, weight] pair, got {got}")
         weight = _check_value(f"{name} weight", _Field(float, 0.0, 1e6), pair[1])
         pairs.append((_check_value(name, item, pair[0]), weight))
     if not any(weight for _, weight in pairs):
@@ -199,7 +200,7 @@ def _check_field(name: object, value: Any) -> Any:
     spec = _FIELDS.get(name) if isinstance(name, str) else None
     if spec is None:
         known = ", ".join(_FIELDS)
-        raise InvalidParams(f"unknown param {name!r}; known params: {known}")
+        raise InvalidParams(f"unknown param {quoted(name)}; known params: {known}")
     assert isinstance(name, str)
     if isinstance(spec, _Field):
         return _check_value(name, spec, value)

@@ -41,19 +41,23 @@ def jpeg() -> Callable[..., bytes]:
 
 @contextlib.asynccontextmanager
 async def servers_on_loopback() -> AsyncIterator[StartServer]:
-    """``await start(instance=None, **config)``: a ready server; all drain on leaving.
+    """``await start(instance=None, ready_s=WAIT_S, **config)``: a ready server; all drain
+    on leaving.
 
     ``instance`` is a pipeline object to serve; without one the server loads
-    ``config["pipeline"]`` itself, as ``livegen serve`` does.
+    ``config["pipeline"]`` itself, as ``livegen serve`` does (give a model's load and
+    warm-up a longer ``ready_s`` on a busy machine).
     """
     servers: list[LivegenServer] = []
 
-    async def start(instance: Pipeline | None = None, **config: Any) -> LivegenServer:
+    async def start(
+        instance: Pipeline | None = None, ready_s: float = WAIT_S, **config: Any
+    ) -> LivegenServer:
         config.setdefault("codec_threads", 2)
         server = LivegenServer(ServerConfig(host="127.0.0.1", port=0, **config), instance)
         await server.start()
         servers.append(server)
-        await asyncio.wait_for(server.ready.wait(), WAIT_S)
+        await asyncio.wait_for(server.ready.wait(), ready_s)
         return server
 
     yield start
@@ -102,4 +106,25 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
         lora=save_lora(root / "sketchy.safetensors", folders["sd_base"]),
         lcm_lora_sd=save_lcm_lora(root / "lcm-lora-sd.safetensors", folders["sd_base"]),
         lcm_lora_sdxl=save_lcm_lora(root / "lcm-lora-sdxl.safetensors", folders["sdxl_base"]),
+    )
+
+
+@dataclass(frozen=True)
+class TinyControls:
+    """A tiny ControlNet and T2I-Adapter for the sd_turbo model of :class:`TinyModels`."""
+
+    controlnet: Path
+    t2i_adapter: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_controls(
+    tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory
+) -> TinyControls:
+    from tests.models import save_controlnet, save_t2i_adapter
+
+    root = tmp_path_factory.mktemp("controls")
+    return TinyControls(
+        controlnet=save_controlnet(root / "lines", tiny_models.sd_turbo),
+        t2i_adapter=save_t2i_adapter(root / "sketch", tiny_models.sd_turbo),
     )
