@@ -40,12 +40,18 @@ def cluster(tmp_path) -> Iterator[Cluster]:
         cluster.stop()
 
 
-async def stream_until_dropped(client: LivegenClient, image: bytes) -> float:
-    """Send frames one after another until the connection drops; when it dropped."""
+async def stream_until_dropped(
+    client: LivegenClient, image: bytes, streaming: asyncio.Event
+) -> float:
+    """Send frames one after another until the connection drops; when it dropped.
+
+    ``streaming`` is set once the first frame has come back.
+    """
     try:
         while True:
             await client.send_frame(image)
             await asyncio.wait_for(client.next_frame(), WAIT_S)
+            streaming.set()
     except ConnectionClosed:
         return time.monotonic()
 
@@ -54,10 +60,13 @@ async def test_a_killed_replicas_clients_notice_within_a_second_and_start_fresh(
     cluster, jpeg: Callable[..., bytes]
 ):
     clients = [await LivegenClient.connect(cluster.url) for _ in range(MAX_SESSIONS)]
-    streams = [asyncio.create_task(stream_until_dropped(c, jpeg(seed=1))) for c in clients]
-    # Every client has a frame back: they are streaming.
-    for client in clients:
-        await asyncio.wait_for(client.websocket.ping(), WAIT_S)
+    streaming = [asyncio.Event() for _ in clients]
+    streams = [
+        asyncio.create_task(stream_until_dropped(client, jpeg(seed=1), event))
+        for client, event in zip(clients, streaming, strict=True)
+    ]
+    for event in streaming:
+        await asyncio.wait_for(event.wait(), WAIT_S)
 
     killed_at = time.monotonic()
     await asyncio.to_thread(cluster.kill, cluster.replicas[0])
