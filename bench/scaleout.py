@@ -6,9 +6,12 @@ all on loopback. Round trips: one session direct to the replica and one through
 the entry send a frame and wait for its ``frame.out``, taking turns, so both see
 the same machine at the same moment; the added latency is the difference of
 their percentiles. Frames of about 28 KB and 500 KB. Throughput: 16 closed-loop
-sessions at 512 px, direct then through the entry. Also the overflow answer:
-every replica full, how long a new connection waits for its 503 (the queue
-timeout) and what it says. Writes bench/results/scaleout.json.
+sessions at 512 px, direct then through the entry. Then the overflow answer
+(every replica full: how long a new connection waits for its 503, the queue
+timeout, and what it says), and resumes: 100 sessions dropped and resumed on a
+fixed replica set, then a replica added and the entry reloaded under those live
+sockets (how many drop), then all resumed again (how many find their owner).
+Writes bench/results/scaleout.json.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 from PIL import Image
 from stats import describe_machine, latency_ms
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' cluster harness
 
@@ -90,8 +93,8 @@ async def throughput(url: str, image: bytes, sessions: int, seconds: float) -> d
     return {"fps": round(len(latencies) / elapsed, 1), **latency_ms(latencies)}
 
 
-async def overflow(cluster: Cluster, max_sessions: int) -> dict[str, Any]:
-    held = [await LivegenClient.connect(cluster.url) for _ in range(max_sessions)]
+async def overflow(cluster: Cluster, capacity: int) -> dict[str, Any]:
+    held = [await LivegenClient.connect(cluster.url) for _ in range(capacity)]
     started = time.perf_counter()
     try:
         await connect(cluster.url)
@@ -109,12 +112,53 @@ async def overflow(cluster: Cluster, max_sessions: int) -> dict[str, Any]:
     return answer
 
 
+def owner(client: LivegenClient) -> str:
+    return client.session_id.partition(".")[0]
+
+
+async def drop_and_resume(clients: list[LivegenClient]) -> dict[str, Any]:
+    owners = [owner(client) for client in clients]
+    for client in clients:
+        await client.websocket.close()
+    started = time.perf_counter()
+    await asyncio.gather(*(client.reconnect() for client in clients))
+    elapsed = time.perf_counter() - started
+    on_owner = sum(
+        client.started.resumed and owner(client) == was
+        for client, was in zip(clients, owners, strict=True)
+    )
+    return {"sessions": len(clients), "on_owner": on_owner, "seconds": round(elapsed, 3)}
+
+
+async def resumes(cluster: Cluster, image: bytes, count: int) -> dict[str, Any]:
+    clients = list(
+        await asyncio.gather(*(LivegenClient.connect(cluster.url) for _ in range(count)))
+    )
+    fixed = await drop_and_resume(clients)
+    await asyncio.to_thread(cluster.start_replicas, 1)
+    await asyncio.to_thread(cluster.reload_entry)
+    dropped = 0
+    for client in clients:  # every live socket, carried by the old worker, still answers
+        try:
+            await asyncio.wait_for(round_trip(client, image), 10.0)
+        except (ConnectionClosed, TimeoutError):
+            dropped += 1
+    scaled = await drop_and_resume(clients)
+    for client in clients:
+        await client.close()
+    return {
+        "fixed_replica_set": fixed,
+        "reload_with_live_sockets": {"sockets": count, "dropped": dropped},
+        "after_scale_out": scaled,
+    }
+
+
 async def run(round_trips: int, seconds: float) -> dict[str, Any]:
     sessions = 16
     with tempfile.TemporaryDirectory() as work:
-        cluster = Cluster(Path(work), max_sessions=sessions)
+        cluster = Cluster(Path(work), max_sessions=64)
         try:
-            cluster.start_replicas(1)
+            cluster.start_replicas(2)
             cluster.start_entry()
             frames = {"28KB": noisy_jpeg(226, 90, 1), "500KB": noisy_jpeg(975, 90, 2)}
             trips = {
@@ -126,13 +170,15 @@ async def run(round_trips: int, seconds: float) -> dict[str, Any]:
                 "direct": await throughput(cluster.replicas[0].url, image_512, sessions, seconds),
                 "entry": await throughput(cluster.url, image_512, sessions, seconds),
             }
-            full = await overflow(cluster, sessions)
+            full = await overflow(cluster, 2 * cluster.max_sessions)
+            moves = await resumes(cluster, frames["28KB"], 100)
         finally:
             cluster.stop()
     return {
         "round_trips": trips,
         "sessions_16_at_512px": {"frame_bytes": len(image_512), "seconds": seconds, **rates},
         "overflow": full,
+        "resumes": moves,
     }
 
 
