@@ -16,7 +16,8 @@ at 64 px with the process's RSS sampled (the prompt LRU must stay bounded).
 The issue's targets are for the CPU at 256 px; ``--device cuda --size 512``
 measures the same loops on a GPU (``--compile`` adds livegen's torch.compile).
 ``--quick`` runs every phase in seconds on tiny models, for tests/bench.
-See bench/README.md.
+FLOPs per frame of the UNet and autoencoder and the fraction of the device's
+peak each batched run reached come from bench/flops.py. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import flops
 import numpy as np
 import psutil
 import torch
@@ -688,7 +690,9 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
             "rule": "stock diffusers (full VAE) p50 / livegen p50 >= goal",
             "pass": value >= goal,
         }
-    batched = next(b for b in result["batched"] if b["sessions"] == BATCH_TARGET_SESSIONS)
+    batched = next((b for b in result["batched"] if b["sessions"] == BATCH_TARGET_SESSIONS), None)
+    if batched is None:  # --sessions without 4
+        return goals
     goals[f"batched_{BATCH_TARGET_SESSIONS}_sessions"] = {
         "value": batched["ratio"],
         "goal": BATCH_TARGET,
@@ -731,10 +735,18 @@ def print_report(result: dict[str, Any]) -> None:
             f"{loop}: stock full VAE / livegen {ratios['stock_full_vae']}x, "
             f"stock tiny VAE / livegen {ratios['stock_tiny_vae']}x"
         )
+    report = result["flops"]
+    print(
+        "GFLOPs a frame: "
+        + ", ".join(f"{name} {g}" for name, g in report["gflops_per_frame"].items())
+        + f"; peak {report['peak_tflops']} TFLOP/s ({report['peak_source']})"
+    )
     for b in result["batched"]:
+        peak = b["batched"].get("fraction_of_peak", {})
         print(
             f"{b['sessions']} sessions: batched {b['batched']['fps']:.3f} fps, one by one "
-            f"{b['one_by_one']['fps']:.3f} fps, ratio {b['ratio']}"
+            f"{b['one_by_one']['fps']:.3f} fps, ratio {b['ratio']}; fraction of peak "
+            + (", ".join(f"{name} {value}" for name, value in peak.items()) or "unknown")
         )
     if "memory" in result:
         memory = result["memory"]
@@ -806,8 +818,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="reject a timed frame or round while other processes used this much of a core "
         "(percent) and make another; 1000 keeps every one",
     )
+    parser.add_argument(
+        "--sessions",
+        default=",".join(map(str, SESSION_COUNTS)),
+        help="session counts of the batched-throughput phase, comma-separated",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        help="the device's peak TFLOP/s for --dtype (default: bench/flops.py's table of GPUs, "
+        "or the CPU's cores x clock x vector width)",
+    )
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/pipeline.json)")
     args = parser.parse_args(argv)
+    try:
+        session_counts = [int(count) for count in args.sessions.split(",")]
+    except ValueError:
+        parser.error(f"--sessions {args.sessions!r}: give counts like 1,4,16")
+    if min(session_counts) < 1:
+        parser.error("--sessions: every count must be at least 1")
     # Local folders only: a hub id must never be looked up, let alone downloaded.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     prompt_cache_size = QUICK_PROMPT_CACHE if args.quick else PipelineOptions().prompt_cache_size
@@ -861,11 +890,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         livegen.default_params, width=args.size, height=args.size, steps=STEPS, strength=STRENGTH
     )
     livegen.check_params(base)
+    flop_report = flops.report(livegen, args.size, args.size, base.steps, args.peak_tflops)
     quiet = Quiet(args.max_other_load, 0.0 if args.quick else QUIET_WAIT_S)
     result: dict[str, Any] = {
         "benchmark": "pipeline",
         "complete": False,
         "machine": machine_info(),
+        "flops": flop_report,
         "settings": {
             "model": f"SD-Turbo architecture ({model_size}), random weights, tests/models.py, "
             f"seed {SEED}",
@@ -884,7 +915,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "frames": args.frames,
             "warmup_frames": WARMUP_FRAMES,
             "rounds": args.rounds,
-            "sessions": list(SESSION_COUNTS),
+            "sessions": session_counts,
             "livegen": {
                 "load": 'create_pipeline("sd-turbo", PipelineOptions(model, tiny_vae, '
                 f'device="{args.device}", compile={args.compile}, cpu_lanes={args.cpu_lanes}))',
@@ -984,8 +1015,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"batched throughput, {args.size} px, {args.rounds} rounds per mode, ABAB")
     result["batched"] = [
         batched_throughput(livegen, base, sessions, args.rounds, args.size, quiet)
-        for sessions in SESSION_COUNTS
+        for sessions in session_counts
     ]
+    for batch in result["batched"]:
+        for mode in ("batched", "one_by_one"):
+            run = batch[mode]
+            frame_ms = 1000.0 * run["median_round_s"] / batch["sessions"]
+            stage_ms = run["stage_mean_ms_per_frame"]
+            run["fraction_of_peak"] = flops.fraction_of_peak(flop_report, stage_ms, frame_ms)
     phase_s["batched"] = time.perf_counter() - started
     write(result, out)
 

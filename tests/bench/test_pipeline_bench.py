@@ -48,3 +48,10 @@ def test_the_pipeline_benchmark_runs_every_phase_and_reports_its_targets(tmp_pat
         livegen = result[loop]["cases"]["livegen"]
         assert livegen["ms"]["p50"] > 0 and livegen["stage_mean_ms"]["unet"] > 0
     assert result["settings"]["livegen"]["lanes"] >= 1
+    # FLOPs per frame (bench/flops.py) and the fraction of peak each batched run reached.
+    gflops = result["flops"]["gflops_per_frame"]
+    assert set(gflops) == {"unet", "vae_encoder", "vae_decoder"} and min(gflops.values()) > 0
+    assert result["flops"]["peak_tflops"] > 0
+    for batch in result["batched"]:
+        fractions = batch["batched"]["fraction_of_peak"]
+        assert 0 < fractions["frame"] < 1 and 0 < fractions["unet"] < 1
