@@ -16,12 +16,9 @@ numbers in both.
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -32,153 +29,23 @@ from pipelines.diffusion import FewStepPipeline
 from pipelines.samplers import make_sampler
 from stream.fal import parse_fal_input, resolve_params
 from stream.limits import Limits
-from stream.params import Params, parse_params_patch
+from stream.params import Params
 from tests.conftest import TinyModels
+from tests.pipelines.reference import (
+    HEIGHT,
+    PROMPT,
+    WIDTH,
+    Model,
+    assert_same_frame,
+    picture,
+    run_diffusers,
+    run_livegen,
+)
 
-WIDTH, HEIGHT = 64, 96  # not square: height and width cannot be swapped unseen
-PROMPT = "a cat on the moon"
-SEED = 7
-# float32 on one CPU thread pool: the same math in the same order, up to how a
-# kernel splits its sums. The pixels may flip one level where a value sits on .5.
-LATENT_RTOL = 1e-5
-MAX_LEVELS = 1
 SD_TURBO_SCHEDULER = (
     Path(__file__).resolve().parent.parent
     / "data/configs/stabilityai--sd-turbo/scheduler/scheduler_config.json"
 )
-
-
-@dataclass(frozen=True)
-class Model:
-    """A livegen pipeline and the diffusers pipelines it is held to."""
-
-    livegen: FewStepPipeline
-    text: Any  # diffusers' text-to-image pipeline
-    image: Any  # diffusers' image-to-image pipeline, sharing the same modules
-
-
-def _reference(family: str, folder: Path, tiny_vae: Path | None, lcm_lora: Path | None) -> Any:
-    from diffusers import (
-        AutoencoderTiny,
-        AutoPipelineForImage2Image,
-        AutoPipelineForText2Image,
-        LCMScheduler,
-    )
-
-    text = AutoPipelineForText2Image.from_pretrained(folder)
-    text.set_progress_bar_config(disable=True)
-    if tiny_vae is not None:
-        text.vae = AutoencoderTiny.from_pretrained(tiny_vae)
-    if lcm_lora is not None:
-        # What the LCM-LoRA model cards say to run: the base pipeline, LCM's scheduler.
-        text.scheduler = LCMScheduler.from_config(text.scheduler.config)
-        text.load_lora_weights(str(lcm_lora))
-    image = AutoPipelineForImage2Image.from_pipe(text)
-    image.set_progress_bar_config(disable=True)
-    return text, image
-
-
-@pytest.fixture(scope="module")
-def models(tiny_models: TinyModels) -> Callable[[str, bool], Model]:
-    """``models(family, taesd)``: the livegen pipeline and its references, loaded once."""
-
-    @functools.cache
-    def load(family: str, taesd: bool) -> Model:
-        # (model folder, livegen pipeline, LCM-LoRA file), named as in TinyModels.
-        folder_name, name, lora_name = {
-            "sd-turbo": ("sd_turbo", "sd-turbo", None),
-            "sdxl-turbo": ("sdxl_turbo", "sd-turbo", None),
-            "lcm": ("lcm", "lcm", None),
-            "lcm-lora-sd": ("sd_base", "lcm", "lcm_lora_sd"),
-            "lcm-lora-sdxl": ("sdxl_base", "lcm", "lcm_lora_sdxl"),
-        }[family]
-        folder = getattr(tiny_models, folder_name)
-        lcm_lora = getattr(tiny_models, lora_name) if lora_name else None
-        xl = "sdxl" in family
-        tiny_vae = (tiny_models.taesdxl if xl else tiny_models.taesd) if taesd else None
-        options = PipelineOptions(
-            model=str(folder),
-            device="cpu",
-            dtype="float32",
-            tiny_vae=None if tiny_vae is None else str(tiny_vae),
-            loras={} if lcm_lora is None else {"lcm": str(lcm_lora)},
-        )
-        livegen = create_pipeline(name, options)
-        assert isinstance(livegen, FewStepPipeline)
-        return Model(livegen, *_reference(family, folder, tiny_vae, lcm_lora))
-
-    return load
-
-
-def picture(seed: int = 1) -> np.ndarray:
-    """A smooth input picture (H, W, 3) uint8 at the model's size."""
-    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
-    rng = np.random.default_rng(seed)
-    phases = rng.uniform(0, 2 * np.pi, 3)
-    channels = [127 + 120 * np.sin(x / 9 + y / 13 + phase) for phase in phases]
-    return np.stack(channels, axis=-1).round().astype(np.uint8)
-
-
-def run_livegen(
-    pipeline: FewStepPipeline, image: np.ndarray | None, **params: Any
-) -> tuple[torch.Tensor, np.ndarray]:
-    # Checked as the server checks a client's params (lists become tuples).
-    p = pipeline.default_params.updated(
-        parse_params_patch(
-            {"width": WIDTH, "height": HEIGHT, "prompt": PROMPT, "seed": SEED, **params}
-        )
-    )
-    state = pipeline.new_state()
-    frame = pipeline([FrameRequest(state, p, image)])[0]
-    return state.output_latent, frame
-
-
-def run_diffusers(
-    pipe: Any, init: np.ndarray | None, prompt: str = PROMPT, seed: int = SEED, **kwargs: Any
-) -> tuple[torch.Tensor, np.ndarray]:
-    from PIL import Image
-
-    final: dict[str, torch.Tensor] = {}
-
-    def keep_latents(pipe: Any, step: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        final["latents"] = tensors["latents"].clone()
-        return tensors
-
-    # Text to image is told the size; image to image takes the input's.
-    inputs = (
-        {"width": WIDTH, "height": HEIGHT} if init is None else {"image": Image.fromarray(init)}
-    )
-    if "callback_on_step_end" in inspect.signature(pipe.__call__).parameters:
-        watch: dict[str, Any] = {"callback_on_step_end": keep_latents}
-    else:  # the older callback (the T2I-Adapter pipelines)
-        watch = {"callback": lambda step, t, latents: final.update(latents=latents.clone())}
-    frame = pipe(
-        prompt=prompt,
-        generator=torch.Generator("cpu").manual_seed(seed),
-        output_type="pil",
-        **watch,
-        **inputs,
-        **kwargs,
-    ).images[0]
-    return final["latents"][0], np.asarray(frame)
-
-
-def assert_same_frame(
-    livegen: tuple[torch.Tensor, np.ndarray],
-    reference: tuple[torch.Tensor, np.ndarray],
-    rtol: float = LATENT_RTOL,
-    max_levels: int = MAX_LEVELS,
-    mean_levels: float = 0.01,
-) -> None:
-    (latent, frame), (expected_latent, expected_frame) = livegen, reference
-    assert latent.shape == expected_latent.shape
-    relative = ((latent.float() - expected_latent.float()).norm() / expected_latent.norm()).item()
-    assert relative <= rtol, f"latents differ by {relative:.2e} (relative)"
-    assert frame.shape == expected_frame.shape
-    levels = np.abs(frame.astype(int) - expected_frame.astype(int))
-    assert levels.max() <= max_levels, f"pixels differ by up to {levels.max()} levels"
-    assert levels.mean() < mean_levels, f"pixels differ by {levels.mean():.3f} levels on average"
-
 
 VAES = pytest.mark.parametrize("taesd", [False, True], ids=["vae", "taesd"])
 TURBO = pytest.mark.parametrize("family", ["sd-turbo", "sdxl-turbo"])

@@ -25,7 +25,7 @@ from PIL import Image
 from pipelines import FrameRequest, PipelineOptions, create_pipeline
 from pipelines.diffusion import FewStepPipeline
 from tests.conftest import TinyModels
-from tests.pipelines.test_reference import (
+from tests.pipelines.reference import (
     HEIGHT,
     WIDTH,
     assert_same_frame,
