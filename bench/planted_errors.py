@@ -1,10 +1,10 @@
 """Check the checker: plant one known error at a time, and see the reference tests fail.
 
-tests/pipelines/test_reference.py compares livegen's frames with diffusers' own
-pipelines. A comparison that cannot fail proves nothing, so this script copies the
+tests/pipelines/test_reference*.py compare livegen's frames with diffusers' own
+pipelines (plain, with ControlNets and T2I-Adapters, with blends). A comparison that cannot fail proves nothing, so this script copies the
 repository to a scratch folder once per planted error, applies that one change to
 the copy (an off-by-one timestep, BGR input, the wrong VAE scaling factor, ...),
-runs the reference tests there, and records which test caught it. Every plant must
+runs the reference tests that bear on it there, and records which test caught it. Every plant must
 be caught; the JSON (bench/results/planted_errors.json) says by which test.
 
     .venv/bin/python bench/planted_errors.py            # every plant, a few minutes each
@@ -27,6 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+CONTROL_TESTS = "tests/pipelines/test_reference_control.py"
+BLEND_TESTS = "tests/pipelines/test_reference_blending.py"
+
+
 @dataclass(frozen=True)
 class Plant:
     name: str
@@ -34,6 +38,7 @@ class Plant:
     file: str
     old: str  # must occur exactly once in ``file``
     new: str
+    tests: str = "tests/pipelines/test_reference.py"
 
 
 PLANTS = [
@@ -121,6 +126,86 @@ PLANTS = [
         "self.scheduler.set_timesteps(steps, strength=strength)",
         "self.scheduler.set_timesteps(steps, strength=strength, original_inference_steps=1000)",
     ),
+    Plant(
+        "control-scale-ignored",
+        "a ControlNet's residuals at full scale whatever control_scale says",
+        "pipelines/control.py",
+        "scale = scales[:, j].view(-1, 1, 1, 1)",
+        "scale = scales[:, j].clamp(max=0).add(1).view(-1, 1, 1, 1)",
+        CONTROL_TESTS,
+    ),
+    Plant(
+        "control-end-off-by-one",
+        "a ControlNet kept one step past control_end",
+        "pipelines/control.py",
+        "(step.index + 1) / step.count > p.control_end",
+        "step.index / step.count > p.control_end",
+        CONTROL_TESTS,
+    ),
+    Plant(
+        "multi-controlnet-first-only",
+        "only the first of several ControlNets counted",
+        "pipelines/control.py",
+        "down = samples if not down else [a + b for a, b in zip(down, samples, strict=True)]",
+        "down = samples if not down else down",
+        CONTROL_TESTS,
+    ),
+    Plant(
+        "control-picture-unnormalised",
+        "the control picture given to ControlNets in levels (0 to 255), not 0 to 1",
+        "pipelines/control.py",
+        "images = torch.stack([s.pixels for s in states if s.pixels is not None]) / 255.0",
+        "images = torch.stack([s.pixels for s in states if s.pixels is not None])",
+        CONTROL_TESTS,
+    ),
+    Plant(
+        "control-strength-1-img2img",
+        "a controlled frame at strength 1 starting from the input (img2img) as well",
+        "pipelines/diffusion.py",
+        "None if controlled and request.params.strength >= 1.0 else image",
+        "image",
+        CONTROL_TESTS,
+    ),
+    Plant(
+        "adapter-luma-mean",
+        "a one-channel adapter given the mean of R, G and B instead of PIL's luma",
+        "pipelines/control.py",
+        "weighted: torch.Tensor = r * 19595 + g * 38470 + b * 7471 + 0x8000",
+        "weighted: torch.Tensor = (r + g + b) * 21845 + 0x8000",
+        CONTROL_TESTS,
+    ),
+    Plant(
+        "canny-thresholds",
+        "canny edges at other thresholds than the README's",
+        "pipelines/control.py",
+        "CANNY_THRESHOLDS = (0.1, 0.2)",
+        "CANNY_THRESHOLDS = (0.2, 0.4)",
+        CONTROL_TESTS,
+    ),
+    Plant(
+        "prompt-blend-unnormalised",
+        "a linear prompt blend not divided by the sum of its weights",
+        "pipelines/blending.py",
+        "mixed = sum((x.float() * (w / total) for x, w in kept), torch.zeros(()))",
+        "mixed = sum((x.float() * w for x, w in kept), torch.zeros(()))",
+        BLEND_TESTS,
+    ),
+    Plant(
+        "seed-blend-linear",
+        "seed noises mixed linearly (their norm shrinks) instead of by slerp",
+        "pipelines/diffusion.py",
+        'mixed = [blend([d[i] for d in each], weights, "slerp") for i in range(count)]',
+        'mixed = [blend([d[i] for d in each], weights, "linear") for i in range(count)]',
+        BLEND_TESTS,
+    ),
+    Plant(
+        "transition-late",
+        "a prompt transition one frame behind",
+        "pipelines/prompts.py",
+        "t = self.frame / frames",
+        "t = (self.frame - 1) / frames",
+        BLEND_TESTS,
+    ),
 ]
 
 
@@ -137,7 +222,7 @@ def run_plant(plant: Plant, scratch: Path) -> dict[str, object]:
     started = time.perf_counter()
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
-        + ["tests/pipelines/test_reference.py"],
+        + [plant.tests],
         cwd=copy,
         capture_output=True,
         text=True,
