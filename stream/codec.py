@@ -22,8 +22,9 @@ from stream.errors import (
     MessageTooBig,
     ProtocolError,
     UnknownMessageType,
+    quoted,
 )
-from stream.limits import Limits
+from stream.limits import MAX_NESTING_DEPTH, Limits
 from stream.messages import (
     ClientMessage,
     Error,
@@ -43,8 +44,6 @@ from stream.messages import (
 from stream.params import parse_params_patch
 
 MAX_FRAME_ID = 2**63 - 1
-# Plain words for msgpack errors whose own text says little to a client author.
-_MSGPACK_HINTS: dict[type[Exception], str] = {msgpack.StackError: "nested too deeply"}
 
 
 def pack(message: ClientMessage | ServerMessage) -> bytes:
@@ -69,10 +68,15 @@ def unpack_map(data: bytes, limits: Limits) -> dict[str, Any]:
             max_map_len=limits.max_map_len,
             max_ext_len=0,
         )
+    except msgpack.StackError:
+        raise LimitExceeded(
+            f"message nests maps and arrays more than {MAX_NESTING_DEPTH} deep "
+            "(its own map counts as one)"
+        ) from None
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         if "exceeds max_" in str(exc):
             raise LimitExceeded(f"message breaks a protocol limit: {exc}") from None
-        detail = _MSGPACK_HINTS.get(type(exc)) or str(exc) or type(exc).__name__
+        detail = str(exc) or type(exc).__name__
         raise MalformedMessage(f"message is not valid msgpack: {detail}") from None
     if not isinstance(wire, dict):
         raise MalformedMessage(f"message must be a msgpack map, got {type(wire).__name__}")
@@ -87,8 +91,7 @@ def decode_client_message(data: bytes, limits: Limits) -> ClientMessage:
     parser = _CLIENT_PARSERS.get(kind) if isinstance(kind, str) else None
     if parser is None:
         known = ", ".join(_CLIENT_PARSERS)
-        # The type is the client's own text: echo only enough of it to recognise.
-        raise UnknownMessageType(f"unknown message type {repr(kind)[:64]}; known types: {known}")
+        raise UnknownMessageType(f"unknown message type {quoted(kind)}; known types: {known}")
     return parser(_Fields(kind, wire))
 
 
@@ -122,7 +125,7 @@ class _Fields:
 
     def done(self) -> None:
         if self._wire:
-            names = ", ".join(repr(name) for name in self._wire)
+            names = ", ".join(quoted(name) for name in self._wire)
             raise InvalidField(f"{self._kind} has unknown fields: {names}")
 
 
@@ -214,7 +217,7 @@ def decode_server_message(data: bytes) -> ServerMessage:
     kind = wire.get("type")
     cls = _SERVER_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise UnknownMessageType(f"unknown server message type {kind!r}")
+        raise UnknownMessageType(f"unknown server message type {quoted(kind)}")
     names = {f.name for f in fields(cls)}
     try:
         return cls(**{name: value for name, value in wire.items() if name in names})

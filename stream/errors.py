@@ -23,6 +23,7 @@ escapes into a transport adapter::
 from __future__ import annotations
 
 import enum
+import reprlib
 
 
 class ErrorCode(enum.StrEnum):
@@ -134,3 +135,14 @@ class SessionNotFound(SessionError):
 class ServerBusy(SessionError):
     code = ErrorCode.SERVER_BUSY
     close_code = CloseCode.TRY_AGAIN_LATER
+
+
+_PEER_REPR = reprlib.Repr()
+_PEER_REPR.maxlevel = 3
+_PEER_REPR.maxstring = _PEER_REPR.maxother = 64
+
+
+def quoted(value: object) -> str:
+    """A peer's value as an error message quotes it: short, and safe however deeply it
+    nests (the plain repr of a list nested a thousand deep overflows the stack)."""
+    return _PEER_REPR.repr(value)

@@ -20,7 +20,6 @@ turns received bytes into :class:`FalInput` and queues what to send.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from dataclasses import dataclass, fields, replace
@@ -37,6 +36,7 @@ from stream.errors import (
     LimitExceeded,
     MalformedMessage,
     ProtocolError,
+    quoted,
 )
 from stream.limits import Limits
 from stream.messages import FrameOut, ServerMessage, SessionClosing, SessionStarted
@@ -230,7 +230,7 @@ def parse_fal_input(
         wire.pop(name, None)
     unknown = [name for name in wire if name not in _PARAM_NAMES]
     if unknown:
-        names = ", ".join(repr(name) for name in unknown)
+        names = ", ".join(quoted(name) for name in unknown)
         raise InvalidField(
             f"unknown fields {names}; an input takes {_FAL_NAMES}, and livegen's params"
         )
@@ -283,8 +283,10 @@ def decode_data_uri(uri: str) -> bytes:
         return unquote_to_bytes(body)
     try:
         return base64.b64decode(body, validate=True)
-    except binascii.Error:
-        raise InvalidImage("the data: URI's data is not valid base64") from None
+    except ValueError:  # binascii.Error, or a character that is not ASCII
+        raise InvalidImage(
+            "the data: URI's data is not valid base64 (A-Z, a-z, 0-9, +, / and = padding)"
+        ) from None
 
 
 def _take_size(wire: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 MIB = 1 << 20
+# How deep maps and arrays may nest in one message, the message's own map counted:
+# the stack of msgpack's C unpacker, fixed at build time, so not an option.
+MAX_NESTING_DEPTH = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +28,9 @@ class Limits:
     message_burst: int = 200
 
     def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
+        # The rate goes as a float even when it was configured as a whole number.
+        rate = float(self.messages_per_s)
+        return asdict(self) | {"messages_per_s": rate, "max_nesting_depth": MAX_NESTING_DEPTH}
 
 
 class TokenBucket:

@@ -240,6 +240,7 @@ def test_output_format_is_fals_other_name_for_format():
         ),
         ({"image_url": "data:image/png;base64"}, ErrorCode.INVALID_IMAGE, "no ','"),
         ({"image_url": "data:image/png;base64,@@@"}, ErrorCode.INVALID_IMAGE, "not valid base64"),
+        ({"image_url": "data:image/png;base64,é"}, ErrorCode.INVALID_IMAGE, "not valid base64"),
         (
             {"image_size": "square", "width": 512},
             ErrorCode.INVALID_PARAMS,

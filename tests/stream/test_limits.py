@@ -22,7 +22,13 @@ def test_limits_go_on_the_wire_as_a_plain_map() -> None:
         "max_str_len": 32768,
         "messages_per_s": 1000.0,
         "message_burst": 200,
+        "max_nesting_depth": 1024,
     }
+
+
+def test_the_message_rate_goes_as_a_float_even_when_given_as_an_int() -> None:
+    rate = Limits(messages_per_s=5).to_wire()["messages_per_s"]
+    assert rate == 5.0 and isinstance(rate, float)
 
 
 def test_a_new_bucket_allows_a_full_burst_then_refuses() -> None:
