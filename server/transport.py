@@ -80,8 +80,13 @@ class Transport(Generic[Output]):
         sender = self._sender
         assert sender is not None
         if self._protocol.state is ConnectionState.CLOSED:
+            # What the peer still sends is read and dropped meanwhile: websockets stops
+            # reading while received messages wait unread, and the close handshake needs
+            # the peer's reply to be read.
+            discard = asyncio.create_task(self._discard_incoming())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(sender), self._websocket.close_timeout)
+            discard.cancel()
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sender
@@ -94,6 +99,15 @@ class Transport(Generic[Output]):
                 self._wake.set()
                 if self._protocol.state is ConnectionState.CLOSED:
                     break
+                # The sender's turn before the next message: replies to a burst leave as
+                # they are made, so only a peer whose socket does not drain lets them pile
+                # up (and, past the protocol's bound, gets closed).
+                await asyncio.sleep(0)
+
+    async def _discard_incoming(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for _ in self._websocket:
+                pass
 
     def wake(self) -> None:
         """The protocol object has queued a message or closed: send or close."""
