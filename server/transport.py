@@ -87,6 +87,8 @@ class Transport(Generic[Output]):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(sender), self._websocket.close_timeout)
             discard.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await discard
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sender
