@@ -212,6 +212,12 @@ class Call:
             raise NoVideoError(f"the offer has no video: {wanted}")
         self._check_video_direction(video)
         for other in self.pc.getTransceivers():
+            dtls = other.receiver.transport
+            if dtls._role == "auto":  # the offer lets us choose (actpass)
+                # The DTLS server's side (setup:passive): as a client aiortc offers only
+                # ECDSA cipher suites, which a server with an RSA certificate refuses
+                # ("no shared cipher": GStreamer's webrtcbin, which OBS-style tools use).
+                dtls._set_role("server")
             if other.kind == "audio":
                 # Nothing here listens to sound (OBS sends it): refused in the answer,
                 # so it is neither sent nor decoded into a queue nobody reads.

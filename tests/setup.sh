@@ -25,6 +25,15 @@ if [ ! -x /usr/bin/chromium ]; then
     apt_install chromium
 fi
 
+# GStreamer's WebRTC stack and Debian's Python bindings for it: a WHIP publisher
+# on webrtcbin (tests/gst_whip_client.py, run by /usr/bin/python3).
+if ! /usr/bin/python3 -c "import gi; gi.require_version('GstWebRTC', '1.0')" 2>/dev/null \
+    || ! command -v gst-inspect-1.0 >/dev/null || ! gst-inspect-1.0 webrtcbin >/dev/null 2>&1; then
+    apt_install --no-install-recommends python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 \
+        gir1.2-gst-plugins-bad-1.0 gstreamer1.0-tools gstreamer1.0-plugins-base \
+        gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-nice
+fi
+
 # HAProxy, the entry in front of replicas, from Debian (tests/scaleout; 2.6 on Debian 12).
 if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
     apt_install haproxy
