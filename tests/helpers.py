@@ -118,7 +118,18 @@ class FailingPipeline(PassthroughPipeline):
         return outputs
 
 
-class ShadingPipeline(PassthroughPipeline):
+class ModelLikePassthrough(PassthroughPipeline):
+    """Passthrough that says, as a model would, that it uses every param: the pages
+    keep all their controls live for a test to drive."""
+
+    def __init__(self) -> None:
+        super().__init__(PipelineOptions(device="cpu"))
+
+    def ignored_params(self) -> frozenset[str]:
+        return frozenset()
+
+
+class ShadingPipeline(ModelLikePassthrough):
     """Passthrough whose bottom half is grey at ``strength``, after ``cost_s`` of work.
 
     A param change shows in the frames, the top half (where test video carries
@@ -127,7 +138,7 @@ class ShadingPipeline(PassthroughPipeline):
     """
 
     def __init__(self, cost_s: float = 0.0) -> None:
-        super().__init__(PipelineOptions(device="cpu"))
+        super().__init__()
         self.cost_s = cost_s
 
     def __call__(self, requests: Sequence[FrameRequest]) -> list[np.ndarray]:

@@ -830,8 +830,10 @@ const CALL_ENDED = new Set([CallState.FAILED, CallState.CLOSED]);
  *
  * Options: `iceServers` (default: the `ice_servers` of the session),
  * `answerTimeoutMs` (10000), `connectTimeoutMs` (10000: browsers themselves wait
- * far longer before they call ICE failed), `RTCPeerConnection`
- * (the constructor to use).
+ * far longer before they call ICE failed), `degradationPreference`
+ * (`maintain-resolution`: under load the uplink sends fewer frames, never
+ * smaller ones, since the model works at a fixed size; null leaves the
+ * browser's choice), `RTCPeerConnection` (the constructor to use).
  *
  * Events: `state` (`{state, previous, error}`), `track` (`{track}`, the new
  * remote track).
@@ -846,6 +848,7 @@ export class LivegenCall extends EventTarget {
       iceServers: null,
       answerTimeoutMs: 10000,
       connectTimeoutMs: 10000,
+      degradationPreference: "maintain-resolution",
       RTCPeerConnection: globalThis.RTCPeerConnection,
       ...options,
     };
@@ -976,6 +979,24 @@ export class LivegenCall extends EventTarget {
     } catch (error) {
       if (pc === this._pc) {
         this._fail(`the server's answer did not fit: ${error.message}`, CallFailure.REFUSED);
+      }
+      return;
+    }
+    await this._preferDegradation(pc);
+  }
+
+  /** Set the senders' `degradationPreference` (once negotiated: the encoder exists then). */
+  async _preferDegradation(pc) {
+    const preference = this.options.degradationPreference;
+    if (preference === null) return;
+    for (const sender of pc.getSenders()) {
+      if (sender.track?.kind !== "video") continue;
+      const parameters = sender.getParameters();
+      parameters.degradationPreference = preference;
+      try {
+        await sender.setParameters(parameters);
+      } catch {
+        // A browser without the setting (or a call hung up meanwhile): the encoder's default stays.
       }
     }
   }

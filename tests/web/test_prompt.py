@@ -1,5 +1,5 @@
 """The live prompt page in Chromium: the picture redraws as the prompt is typed, with
-no submit button; seeds re-roll; a pipeline that needs an image says so."""
+no submit button; seeds re-roll. (A pipeline that needs an image: test_pipeline_controls.)"""
 
 from __future__ import annotations
 
@@ -51,15 +51,3 @@ async def test_the_picture_redraws_as_the_prompt_is_typed(
     assert unlocked_seed != locked_seed and int(unlocked_seed) == state["params"]["seed"]
     assert await page.locator("button[type=submit], input[type=submit]").count() == 0
     await shoot(page, "prompt-sd-turbo-desktop")
-
-
-async def test_a_pipeline_that_needs_an_image_says_so(start_server, open_page, shoot):
-    server = await start_server()  # passthrough: no text to image
-    page = await open_page(server, "/prompt.html")
-    await page.locator("#prompt").fill("a lighthouse")
-
-    message = page.locator(".needs-image")
-    await message.wait_for()
-    assert "needs an input image" in await message.inner_text()
-    assert await page.locator("#size").is_disabled()
-    await shoot(page, "prompt-passthrough-desktop")

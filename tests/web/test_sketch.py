@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.conftest import TinyModels
-from tests.helpers import WAIT_S, GatedPipeline
+from tests.helpers import WAIT_S, GatedPipeline, ModelLikePassthrough
 from tests.web.conftest import LOOP, record
 from tests.web.pages import (
     canvas_difference,
@@ -59,7 +59,7 @@ async def test_strokes_reach_the_output_while_drawing(start_server, open_page, s
 
 
 async def test_undo_and_redo_with_the_keyboard_and_clear(start_server, open_page):
-    server = await start_server()
+    server = await start_server(ModelLikePassthrough())  # the prompt field live
     page = await open_page(server)
     empty = await canvas_hash(page, "#sketch")
     await stroke(page, ZIGZAG)

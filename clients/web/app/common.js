@@ -1,8 +1,9 @@
 /**
  * What the pages share: the connection status pill, messages, the output
  * view, the fps and latency readout, sliders and the seed control for params,
- * saved settings and keyboard shortcuts. Each piece takes its elements and a
- * LivegenClient; none knows which page it is on.
+ * controls of params the pipeline ignores, the icons, saved settings and
+ * keyboard shortcuts. Each piece takes its elements and a LivegenClient; none
+ * knows which page it is on.
  */
 
 import { ErrorCode, MAX_SEED, State, defaultUrl, randomSeed } from "../livegen.js";
@@ -24,6 +25,84 @@ export function typingInField(event) {
   return (
     target.tagName === "INPUT" && !["range", "checkbox", "radio", "button", "color"].includes(target.type)
   );
+}
+
+const ICONS_URL = "img/icons.svg";
+const ICON_ID_PREFIX = "icon-"; // in the page, the sprite's ids must not meet the page's own (#undo)
+let iconsInPage = false;
+
+/** The `href` of a `<use>` that shows icon `name`. */
+function iconHref(name) {
+  return iconsInPage ? `#${ICON_ID_PREFIX}${name}` : `${ICONS_URL}#${name}`;
+}
+
+/** Show icon `name` in `use` (an SVG `<use>` element). */
+export function setIcon(use, name) {
+  use.setAttribute("href", iconHref(name));
+}
+
+/**
+ * Put the icon sprite into the page, once, and point every icon at it. An icon
+ * drawn later (the Stop button's, the seed lock's) then needs no request: one
+ * made while the server is unreachable would otherwise stay blank.
+ */
+export async function keepIcons() {
+  let sprite;
+  try {
+    const answer = await fetch(ICONS_URL);
+    if (!answer.ok) return;
+    sprite = new DOMParser().parseFromString(await answer.text(), "image/svg+xml").documentElement;
+  } catch {
+    return; // the icons keep their address: they show whenever the server does
+  }
+  if (sprite.localName !== "svg") return;
+  for (const symbol of sprite.querySelectorAll("symbol[id]")) symbol.id = `${ICON_ID_PREFIX}${symbol.id}`;
+  sprite.setAttribute("aria-hidden", "true");
+  sprite.classList.add("icon-sprite");
+  document.body.prepend(document.importNode(sprite, true));
+  iconsInPage = true;
+  const prefix = `${ICONS_URL}#`;
+  for (const use of document.querySelectorAll("use")) {
+    const href = use.getAttribute("href") ?? "";
+    if (href.startsWith(prefix)) setIcon(use, href.slice(prefix.length));
+  }
+}
+
+/**
+ * Controls of params the server's pipeline ignores look and act switched off.
+ * Each element with `data-param` (names separated by spaces: switched off when
+ * the pipeline ignores them all) is dimmed and tagged, and its fields are
+ * disabled, after each `session.started` that lists `ignored_params`. A server
+ * too old to say leaves every control live.
+ */
+export function bindIgnoredParams(client, root = document) {
+  client.addEventListener("session", ({ detail: session }) => {
+    const ignored = new Set(session.ignored_params ?? []);
+    for (const control of root.querySelectorAll("[data-param]")) {
+      const off = control.dataset.param.split(/\s+/).every((name) => ignored.has(name));
+      control.classList.toggle("ignored", off);
+      control.title = off ? `${session.pipeline} does not use this setting` : "";
+      const label = control.querySelector(".field-label");
+      let tag = control.querySelector(".ignored-tag");
+      if (off && tag === null && label !== null) {
+        tag = document.createElement("span");
+        tag.className = "ignored-tag";
+        tag.textContent = "not used";
+        label.append(tag);
+      }
+      tag?.toggleAttribute("hidden", !off);
+      for (const field of control.querySelectorAll("input, textarea, select, button")) {
+        // Only what this switched off is switched back on: the page may disable fields too.
+        if (off && !field.disabled) {
+          field.disabled = true;
+          field.dataset.ignored = "";
+        } else if (!off && "ignored" in field.dataset) {
+          field.disabled = false;
+          delete field.dataset.ignored;
+        }
+      }
+    }
+  });
 }
 
 /** Settings kept across visits, per page; storage that is unavailable is not an error. */
@@ -194,7 +273,8 @@ export function bindStatus(client, element, pipelineLabel) {
 
 /**
  * What the empty output says while there is no picture yet: the page's hint
- * while connected, or why nothing can come (busy server, no server, error).
+ * once a session is open (not before: the pipeline may not do what it says),
+ * or why nothing can come (busy server, no server, error).
  */
 export function bindPlaceholder(client, output, hint) {
   const say = (text) => {
@@ -222,8 +302,11 @@ export function bindPlaceholder(client, output, hint) {
       case State.RECONNECTING:
         say(client.session === null ? (refused?.reason ?? "Waiting for the livegen server…") : hint);
         break;
-      default:
+      case State.OPEN:
         say(hint);
+        break;
+      default:
+        say(client.session === null ? "Connecting to the livegen server…" : hint);
     }
   });
 }
@@ -327,12 +410,17 @@ export function bindOutput(client, output, readout, saveButton) {
 
 /**
  * Live fps (frames received in the last second) and latency (median, from a
- * frame sent to its frame.out, matched by id), shown four times a second.
+ * frame sent to its frame.out, matched by id), shown four times a second. With
+ * nothing asked and nothing arriving the fps reads "idle", not 0 (a stall); a
+ * model slower than a frame a second reads as its rate over SLOW_WINDOW_MS.
  */
+const SLOW_WINDOW_MS = 5000;
+
 export class Readout {
-  constructor(fpsElement, latencyElement) {
+  constructor(fpsElement, latencyElement, client) {
     this.fpsElement = fpsElement;
     this.latencyElement = latencyElement;
+    this.client = client;
     this.arrivals = [];
     this.latencies = [];
     setInterval(() => this.render(), 250);
@@ -356,9 +444,20 @@ export class Readout {
     return { fps, latencyMs };
   }
 
+  /** What the fps readout says: a rate, "idle", or "–" (not connected, nothing yet). */
+  fpsText(fps) {
+    if (fps > 0) return String(fps);
+    if (this.client.session === null) return "–";
+    if (this.client.idle) return "idle";
+    const now = performance.now();
+    const recent = this.arrivals.filter((at) => now - at <= SLOW_WINDOW_MS).length;
+    return recent > 0 ? (recent / (SLOW_WINDOW_MS / 1000)).toFixed(1) : "–";
+  }
+
   render() {
     const { fps, latencyMs } = this.current();
-    const fpsText = this.arrivals.length ? String(fps) : "–";
+    const fpsText = this.fpsText(fps);
+    this.fpsElement.classList.toggle("idle", fpsText === "idle");
     const latencyText =
       latencyMs === null ? "–" : latencyMs < 10 ? latencyMs.toFixed(1) : String(Math.round(latencyMs));
     if (this.fpsElement.textContent !== fpsText) this.fpsElement.textContent = fpsText;
@@ -418,8 +517,9 @@ export class SeedControl {
     reroll.addEventListener("click", () => this.reroll());
   }
 
-  /** A new random seed, sent at once. */
+  /** A new random seed, sent at once (not while the pipeline ignores seeds). */
   reroll() {
+    if (this.input.disabled) return;
     this.set(randomSeed());
     this.onChange(this.value);
   }
@@ -440,8 +540,7 @@ export class SeedControl {
   _render() {
     this.input.value = String(this.value);
     this.lockButton.setAttribute("aria-pressed", String(this.locked));
-    const use = this.lockButton.querySelector("use");
-    use.setAttribute("href", `img/icons.svg#${this.locked ? "lock" : "unlock"}`);
+    setIcon(this.lockButton.querySelector("use"), this.locked ? "lock" : "unlock");
     this.lockButton.title = this.locked
       ? "Seed locked: every frame uses this seed (click to unlock)"
       : "Seed unlocked: a new seed for every change (click to lock)";

@@ -15,14 +15,17 @@ import {
   SeedControl,
   Settings,
   Toast,
+  bindIgnoredParams,
   bindOutput,
   bindParamRange,
   bindPlaceholder,
   bindStatus,
   closeWithPage,
   describeError,
+  keepIcons,
   maxSteps,
 } from "./common.js";
+import { OutputInset } from "./inset.js";
 
 const settings = new Settings("livegen.prompt", {
   prompt: "",
@@ -35,17 +38,20 @@ const settings = new Settings("livegen.prompt", {
 const client = new LivegenClient();
 const toast = new Toast($("#toast"));
 const output = new OutputView($("#output"), { stage: $("#output-stage"), placeholder: $("#placeholder") });
-const readout = new Readout($("#fps"), $("#latency"));
+const readout = new Readout($("#fps"), $("#latency"), client);
 const promptBox = $("#prompt");
 const steps = $("#steps");
 const sizeSelect = $("#size");
 let textToImage = true; // until the server says its pipeline needs an input image
 let sizes = {};
+const inset = new OutputInset(output, $(".panel-prompt .prompt"));
 
-window.livegen = { client, output, readout };
+window.livegen = { client, output, readout, inset };
 
+keepIcons();
 bindStatus(client, $("#status"), $("#pipeline"));
 bindPlaceholder(client, output, "Type a prompt: the picture appears as you write.");
+bindIgnoredParams(client);
 closeWithPage(client);
 
 // Params changed while the prompt is empty: they go with the first picture asked
@@ -86,8 +92,26 @@ function fillSizes(session) {
   return chosen;
 }
 
+/** Say, where the picture would be, that this server's pipeline cannot draw from text. */
+function showNeedsImage() {
+  textToImage = false;
+  sizeSelect.disabled = true;
+  const message = document.createElement("div");
+  message.innerHTML =
+    `<p><b>This server's pipeline, <code></code>, needs an input image.</b></p>` +
+    `<p>Draw on the <a href="./">Sketch</a> page, or start livegen with a model:</p>` +
+    `<code class="command">livegen serve --pipeline sd-turbo --model stabilityai/sd-turbo</code>`;
+  message.querySelector("code").textContent = client.session?.pipeline ?? "?";
+  message.className = "needs-image";
+  output.showMessage(message);
+}
+
 client.addEventListener("session", ({ detail: session }) => {
   steps.max = String(maxSteps(session.pipeline));
+  if (session.needs_image) {
+    showNeedsImage(); // told at the start: no promise of pictures first
+    return;
+  }
   if (!session.isNew) return;
   textToImage = true;
   heldParams = {};
@@ -102,17 +126,8 @@ bindOutput(client, output, readout, $("#save"));
 
 client.addEventListener("error", ({ detail: error }) => {
   if (error.code === ErrorCode.INVALID_FIELD && error.id !== null) {
-    // The server's pipeline cannot draw from text alone (passthrough).
-    textToImage = false;
-    sizeSelect.disabled = true;
-    const message = document.createElement("div");
-    message.innerHTML =
-      `<p><b>This server's pipeline, <code></code>, needs an input image.</b></p>` +
-      `<p>Draw on the <a href="./">Sketch</a> page, or start livegen with a model:</p>` +
-      `<code class="command">livegen serve --pipeline sd-turbo --model stabilityai/sd-turbo</code>`;
-    message.querySelector("code").textContent = client.session?.pipeline ?? "?";
-    message.className = "needs-image";
-    output.showMessage(message);
+    // The pipeline cannot draw from text alone, and the server is too old to say so at the start.
+    showNeedsImage();
     return;
   }
   const text = describeError(error);

@@ -17,16 +17,19 @@ import {
   SeedControl,
   Settings,
   Toast,
+  bindIgnoredParams,
   bindOutput,
   bindParamRange,
   bindPlaceholder,
   bindStatus,
   closeWithPage,
   describeError,
+  keepIcons,
   maxSteps,
   typingInField,
 } from "./common.js";
 import { CanvasEncoder } from "./encoder.js";
+import { OutputInset } from "./inset.js";
 import { SketchPad } from "./sketch.js";
 
 const CANVAS_LONG_SIDE = 512; // pixels sent, whatever size the model renders at
@@ -39,6 +42,10 @@ const settings = new Settings("livegen.sketch", {
   seedLocked: true,
   brushSize: 8,
   color: "#1b1b1f",
+  structureOn: true,
+  structureName: "",
+  controlScale: 1,
+  invert: true,
 });
 
 const client = new LivegenClient();
@@ -46,18 +53,21 @@ const pad = new SketchPad($("#sketch"));
 const encoder = new CanvasEncoder({ type: "image/jpeg", quality: 0.9 });
 const toast = new Toast($("#toast"));
 const output = new OutputView($("#output"), { stage: $("#output-stage"), placeholder: $("#placeholder") });
-const readout = new Readout($("#fps"), $("#latency"));
+const readout = new Readout($("#fps"), $("#latency"), client);
+const inset = new OutputInset(output, $(".panel-sketch .stage"));
 const promptBox = $("#prompt");
 const strength = $("#strength");
 const steps = $("#steps");
 
 // For the console and for tests: the live objects of this page.
-window.livegen = { client, pad, output, readout };
+window.livegen = { client, pad, output, readout, inset };
 
 // Connection.
 
+keepIcons();
 bindStatus(client, $("#status"), $("#pipeline"));
 bindPlaceholder(client, output, "Draw on the canvas: the picture follows every stroke.");
+bindIgnoredParams(client);
 closeWithPage(client);
 
 const sketchFrame = () => encoder.encode(pad.canvas);
@@ -74,7 +84,7 @@ client.addEventListener("session", ({ detail: session }) => {
   if (promptBox.value !== session.params.prompt) wanted.prompt = promptBox.value;
   steps.value = String(wanted.steps);
   showSteps();
-  sendSketch(wanted);
+  sendSketch({ ...wanted, ...structure.offer(session) });
 });
 
 bindOutput(client, output, readout, $("#save"));
@@ -93,6 +103,71 @@ client
     },
   })
   .catch(() => {}); // the status pill tells; the client keeps retrying where it can
+
+// Structure control: the picture follows the strokes through a ControlNet or
+// T2I-Adapter, when the server has one (session.started says which).
+
+class StructureControl {
+  constructor(root) {
+    this.root = root;
+    this.on = $("#structure-on", root);
+    this.name = $("#structure-name", root);
+    this.scale = $("#control-scale", root);
+    this.invert = $("#structure-invert", root);
+    this.on.checked = Boolean(settings.get("structureOn"));
+    this.invert.checked = Boolean(settings.get("invert"));
+    this.showScale = bindParamRange(this.scale, $("#control-scale-value", root), {
+      settings,
+      name: "controlScale",
+      send: () => this.send(),
+      format: (value) => value.toFixed(2),
+    });
+    for (const field of [this.name, this.invert]) {
+      field.addEventListener("change", () => this.send());
+    }
+    // Switched on, the lines alone shape the picture; the strength slider can still lower it.
+    this.on.addEventListener("change", () => this.send(this.on.checked ? { strength: this.lines() } : {}));
+  }
+
+  /** The params of a new session: this control, if the server has it. */
+  offer(session) {
+    const names = [...(session.controls?.controlnet ?? []), ...(session.controls?.t2i_adapter ?? [])];
+    this.root.hidden = names.length === 0;
+    this.name.hidden = names.length < 2;
+    this.name.replaceChildren(...names.map((name) => new Option(name, name)));
+    if (names.includes(settings.get("structureName"))) this.name.value = settings.get("structureName");
+    if (!names.length) return {};
+    // Switched on, a new session starts from the lines alone (strength 1).
+    return this.on.checked ? { ...this.params(), strength: this.lines() } : this.params();
+  }
+
+  /** Strength 1, shown on its slider and saved: the strokes' flat colours are no starting picture. */
+  lines() {
+    strength.value = "1";
+    settings.set("strength", 1);
+    showStrength();
+    return 1;
+  }
+
+  params() {
+    this.scale.disabled = this.name.disabled = this.invert.disabled = !this.on.checked;
+    if (!this.on.checked || !this.name.value) return { controlnet: "" };
+    return {
+      controlnet: this.name.value,
+      control_scale: Number(this.scale.value),
+      invert: this.invert.checked,
+    };
+  }
+
+  send(extra = {}) {
+    settings.set("structureOn", this.on.checked);
+    settings.set("structureName", this.name.value);
+    settings.set("invert", this.invert.checked);
+    client.updateParams({ ...this.params(), ...extra });
+  }
+}
+
+const structure = new StructureControl($("#structure"));
 
 // Drawing.
 
@@ -174,7 +249,7 @@ promptBox.addEventListener("input", () => {
 });
 
 const sendParams = (params) => client.updateParams(params);
-bindParamRange(strength, $("#strength-value"), {
+const showStrength = bindParamRange(strength, $("#strength-value"), {
   settings,
   name: "strength",
   send: sendParams,

@@ -15,10 +15,13 @@ import {
   $,
   Settings,
   Toast,
+  bindIgnoredParams,
   bindParamRange,
   bindStatus,
   closeWithPage,
   describeError,
+  keepIcons,
+  setIcon,
   typingInField,
 } from "./common.js";
 import { bindWhepShare } from "./whep-share.js";
@@ -45,6 +48,7 @@ const workspace = $("#workspace");
 const cameraVideo = $("#camera");
 const selfView = $("#selfview");
 const outputVideo = $("#output");
+const outputStill = $("#output-still"); // the last restyled frame, kept after Stop
 const outputStage = $("#output-stage");
 const callButton = $("#call");
 const cameraSelect = $("#camera-select");
@@ -74,9 +78,15 @@ window.livegen = {
   },
 };
 
+keepIcons();
 bindStatus(client, $("#status"), $("#pipeline"));
 bindWhepShare(client, $("#whep-share"));
+bindIgnoredParams(client);
 closeWithPage(client);
+// The idle message promises a style only where the pipeline takes a prompt.
+client.addEventListener("session", () => {
+  if (phase === "idle" && !$("#placeholder").hidden) showIdle();
+});
 
 // Messages in the output stage: what to do, what is happening, what went wrong.
 
@@ -85,7 +95,7 @@ const MESSAGE_ICONS = { idle: "sparkle", progress: "video", error: "alert" };
 function showMessage({ kind, title, detail = "", command = "", note = "", action = null }) {
   const box = $("#call-message");
   box.dataset.kind = kind;
-  box.querySelector("use").setAttribute("href", `img/icons.svg#${MESSAGE_ICONS[kind]}`);
+  setIcon(box.querySelector("use"), MESSAGE_ICONS[kind]);
   $("#message-title").textContent = title;
   $("#message-detail").textContent = detail;
   $("#message-detail").hidden = detail === "";
@@ -100,10 +110,13 @@ function showMessage({ kind, title, detail = "", command = "", note = "", action
 }
 
 function showIdle() {
+  const session = client.session;
   showMessage({
     kind: "idle",
     title: "Your camera, restyled live",
-    detail: "Press Start, then type a style: every frame follows the prompt as you write.",
+    detail: session?.ignored_params?.includes("prompt")
+      ? `Press Start: this server's pipeline, ${session.pipeline}, sends your camera back as it is.`
+      : "Press Start, then type a style: every frame follows the prompt as you write.",
     action: "Start camera",
   });
 }
@@ -195,6 +208,7 @@ async function openCamera() {
 async function start() {
   if (phase !== "idle" && phase !== "failed") return;
   setPhase("camera");
+  dropLastFrame();
   timing.startedAt = performance.now();
   timing.firstFrameAt = null;
   showProgress("Waiting for the camera…", "Allow the camera when the browser asks.");
@@ -211,6 +225,8 @@ async function start() {
     return;
   }
   camera = stream;
+  // Encoders that read the hint keep detail (resolution) over motion (frame rate) under load.
+  for (const track of stream.getVideoTracks()) track.contentHint = "detail";
   for (const video of [cameraVideo, selfView]) play(video, stream);
   listCameras();
   if (Object.keys(held).length > 0) client.updateParams(held);
@@ -225,6 +241,7 @@ async function start() {
 
 function stop() {
   if (phase === "idle") return;
+  const kept = keepLastFrame(); // before the hang-up takes the video away
   const ending = call;
   call = null;
   ending?.hangUp();
@@ -232,6 +249,24 @@ function stop() {
   clearOutput();
   setPhase("idle");
   showIdle();
+  if (kept) $("#placeholder").hidden = true; // the frame shows; Start is in the panel's head
+}
+
+/** Hold the frame on show in a still, in the video's place; false when there is none. */
+function keepLastFrame() {
+  if (outputVideo.classList.contains("empty") || outputVideo.videoWidth === 0) return false;
+  outputStill.width = outputVideo.videoWidth;
+  outputStill.height = outputVideo.videoHeight;
+  outputStill.style.setProperty("--aspect", `${outputStill.width / outputStill.height}`);
+  outputStill.getContext("2d").drawImage(outputVideo, 0, 0);
+  outputStill.hidden = false;
+  outputVideo.hidden = true;
+  return true;
+}
+
+function dropLastFrame() {
+  outputStill.hidden = true;
+  outputVideo.hidden = false;
 }
 
 function stopCamera() {
@@ -301,12 +336,12 @@ function setPhase(next) {
   workspace.dataset.call = next;
   const on = next !== "idle" && next !== "failed";
   callButton.dataset.action = on ? "stop" : "start";
-  callButton.querySelector("use").setAttribute("href", `img/icons.svg#${on ? "stop" : "video"}`);
+  setIcon(callButton.querySelector("use"), on ? "stop" : "video");
   callButton.querySelector("span").textContent = on ? "Stop" : "Start";
   callButton.setAttribute("aria-label", on ? "Stop the camera" : "Start the camera");
   const connecting = on && next !== CallState.CONNECTED;
   outputStage.classList.toggle("working", connecting);
-  $("#save").disabled = outputVideo.classList.contains("empty") || !on;
+  $("#save").disabled = (outputVideo.classList.contains("empty") || !on) && outputStill.hidden;
 }
 
 callButton.addEventListener("click", () => (callButton.dataset.action === "stop" ? stop() : start()));
@@ -391,7 +426,10 @@ class FrameCounter {
   }
 
   render() {
-    const text = call === null || this.video.classList.contains("empty") ? "–" : String(this.fps());
+    let text = String(this.fps());
+    if (call === null) text = "idle"; // the camera is off: 0 would read as a stall
+    else if (this.video.classList.contains("empty")) text = "–";
+    this.element.classList.toggle("idle", text === "idle");
     if (this.element.textContent !== text) this.element.textContent = text;
   }
 }
@@ -431,21 +469,26 @@ cameraSelect.addEventListener("change", () => {
 function setMirror(on) {
   settings.set("mirror", on);
   $("#mirror").setAttribute("aria-pressed", String(on));
-  for (const video of [cameraVideo, selfView, outputVideo]) video.classList.toggle("mirrored", on);
+  for (const view of [cameraVideo, selfView, outputVideo, outputStill]) {
+    view.classList.toggle("mirrored", on);
+  }
 }
 
-/** Download the restyled frame on show, as it is shown (mirrored or not). */
+/** Download the restyled frame on show (or kept after Stop), as it is shown (mirrored or not). */
 function saveFrame() {
-  if (outputVideo.classList.contains("empty") || outputVideo.videoWidth === 0) return;
+  const source = outputStill.hidden ? outputVideo : outputStill;
+  if (source === outputVideo && (outputVideo.classList.contains("empty") || outputVideo.videoWidth === 0)) {
+    return;
+  }
   const canvas = document.createElement("canvas");
-  canvas.width = outputVideo.videoWidth;
-  canvas.height = outputVideo.videoHeight;
+  canvas.width = source === outputVideo ? outputVideo.videoWidth : outputStill.width;
+  canvas.height = source === outputVideo ? outputVideo.videoHeight : outputStill.height;
   const context = canvas.getContext("2d");
   if (settings.get("mirror")) {
     context.translate(canvas.width, 0);
     context.scale(-1, 1);
   }
-  context.drawImage(outputVideo, 0, 0);
+  context.drawImage(source, 0, 0);
   canvas.toBlob((blob) => {
     if (blob === null) return;
     const url = URL.createObjectURL(blob);
