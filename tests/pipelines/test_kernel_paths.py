@@ -27,7 +27,8 @@ SIZE = {"width": 48, "height": 32}
 def turbo(tiny_models: TinyModels) -> FewStepPipeline:
     # One lane: Triton's interpreter patches triton.language while a kernel runs, so two
     # lanes interpreting kernels at once would trip over each other (a GPU has no lanes).
-    options = PipelineOptions(model=str(tiny_models.sd_turbo), device="cpu", cpu_lanes=1)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # compiled kernels on a GPU
+    options = PipelineOptions(model=str(tiny_models.sd_turbo), device=device, cpu_lanes=1)
     pipeline = create_pipeline("sd-turbo", options)
     assert isinstance(pipeline, FewStepPipeline)
     return pipeline
