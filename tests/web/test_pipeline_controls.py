@@ -64,8 +64,8 @@ async def test_sketch_and_webcam_controls_passthrough_ignores_are_switched_off(
     webcam_controls = await webcam.evaluate(CONTROLS)
     await shoot(webcam, "webcam-passthrough-controls-desktop-dark")
 
-    assert {c["param"] for c in sketch_controls} == {"prompt", "strength", "steps", "seed"}
-    assert {c["param"] for c in webcam_controls} == {"prompt", "strength"}
+    assert {"prompt", "strength", "steps", "seed"} <= {c["param"] for c in sketch_controls}
+    assert {"prompt", "strength"} <= {c["param"] for c in webcam_controls}
     for control in sketch_controls + webcam_controls:
         assert control["ignored"] and control["disabled"], control
         assert control["tagged"] == control["labelled"], control  # the chips have no label
@@ -81,6 +81,6 @@ async def test_controls_a_pipeline_uses_stay_live(start_server, open_page):
     await page.locator("#prompt").fill("a fox")
     await page.locator("#reroll").click()
 
-    assert {c["param"] for c in controls} == {"prompt", "strength", "steps", "seed"}
+    assert {"prompt", "strength", "steps", "seed"} <= {c["param"] for c in controls}
     assert not any(c["ignored"] or c["disabled"] or c["tagged"] for c in controls), controls
     assert await page.evaluate("window.livegen.client.params.prompt") == "a fox"

@@ -81,7 +81,8 @@ export function bindIgnoredParams(client, root = document) {
     for (const control of root.querySelectorAll("[data-param]")) {
       const off = control.dataset.param.split(/\s+/).every((name) => ignored.has(name));
       control.classList.toggle("ignored", off);
-      control.title = off ? `${session.pipeline} does not use this setting` : "";
+      control.dataset.title ??= control.title; // the markup's own, back when live again
+      control.title = off ? `${session.pipeline} does not use this setting` : control.dataset.title;
       const label = control.querySelector(".field-label");
       let tag = control.querySelector(".ignored-tag");
       if (off && tag === null && label !== null) {
