@@ -72,3 +72,28 @@ async def test_a_gstreamer_publisher_trickles_connects_and_is_watched(start_serv
     assert frame.shape == (240, 320, 3)
     assert bottom_mean(frame) > 235  # the pipeline's work on GStreamer's video
     assert not list(server.sessions)
+
+
+# aioice declares a connection lost after six unanswered consent checks, 5 s apart.
+ICE_FAILURE_S = 45.0
+
+
+@pytest.mark.slow
+async def test_a_publisher_that_vanishes_without_delete_is_freed_when_ice_fails(start_server):
+    python = gstreamer_python()
+    server = await start_server(ShadingPipeline())
+    url = f"http://127.0.0.1:{server.port}/whip"
+    publisher = await asyncio.create_subprocess_exec(
+        python, str(CLIENT), url, "600", stdout=asyncio.subprocess.PIPE
+    )
+    assert publisher.stdout is not None
+    async with asyncio.timeout(CALL_WAIT_S):
+        while b'"connected"' not in await publisher.stdout.readline():
+            pass
+    publisher.kill()  # gone at once: no DELETE, no DTLS goodbye
+    await publisher.wait()
+    async with asyncio.timeout(ICE_FAILURE_S):
+        while len(server.media):  # noqa: ASYNC110 - the server has no event to wait on
+            await asyncio.sleep(0.5)
+
+    assert not list(server.sessions)
