@@ -3,6 +3,9 @@ read as a stall), and a rate while frames come."""
 
 from __future__ import annotations
 
+import asyncio
+
+from tests.helpers import WAIT_S, GatedPipeline
 from tests.web.conftest import LOOP
 from tests.web.pages import stroke, wait_until_settled
 
@@ -46,3 +49,20 @@ async def test_the_webcam_readout_is_idle_until_start(start_server, open_page):
     await page.wait_for_function(WAIT_FOR_IDLE)
 
     assert (await page.evaluate(READOUT))["shown"] == "idle"
+
+
+async def test_a_frame_still_being_made_never_reads_idle_or_zero(start_server, open_page):
+    pipeline = GatedPipeline()
+    server = await start_server(pipeline)
+    page = await open_page(server)
+    assert await asyncio.to_thread(pipeline.entered.wait, WAIT_S)  # the blank canvas, held
+    # Past the readout's one-second window (and a render after it), on the page's clock.
+    held_at = await page.evaluate("performance.now()")
+    await page.wait_for_function("t => performance.now() - t > 1300", arg=held_at)
+    waiting = await page.evaluate(READOUT)
+    pipeline.gate.set()
+    await page.wait_for_function(
+        "() => /^[1-9][0-9]*$/.test(document.querySelector('#fps').textContent)"
+    )
+
+    assert waiting["text"] == "–"  # busy, no rate yet: not "0", not "idle"
