@@ -74,3 +74,10 @@ def test_our_kernels_folder_never_stands_in_for_hugging_faces_kernels() -> None:
         # The real one: importing what diffusers takes from it works.
         assert diffusers.utils.is_kernels_available() is True
         from diffusers import AutoencoderKL  # noqa: F401  # imports diffusers.loaders.peft
+
+
+def test_no_script_folder_holds_a_module_named_kernels() -> None:
+    # A script run as `python bench/x.py` has bench/ first on sys.path: a bench/kernels.py
+    # would stand in for Hugging Face's `kernels` there, and diffusers' imports would fail.
+    folders = [ROOT, *(p for p in ROOT.iterdir() if p.is_dir() and any(p.glob("*.py")))]
+    assert [str(f / "kernels.py") for f in folders if (f / "kernels.py").exists()] == []

@@ -176,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--batches", default=",".join(map(str, BATCHES)), help="batch sizes, comma-separated"
     )
-    parser.add_argument("--out", type=Path, help="JSON path (default bench/results/kernels.json)")
+    parser.add_argument(
+        "--out", type=Path, help="JSON path (default bench/results/kernel_bench.json)"
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("float16" if device.type == "cuda" else "float32"))
@@ -205,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "kernels": results,
         "summary": summary,
     }
-    out = args.out or RESULTS_DIR / "kernels.json"
+    out = args.out or RESULTS_DIR / "kernel_bench.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(summary))
