@@ -29,6 +29,8 @@ import { OutputInset } from "./inset.js";
 
 const settings = new Settings("livegen.prompt", {
   prompt: "",
+  secondPrompt: "",
+  blend: 0.5,
   steps: 1,
   size: "square",
   seed: 0,
@@ -40,6 +42,8 @@ const toast = new Toast($("#toast"));
 const output = new OutputView($("#output"), { stage: $("#output-stage"), placeholder: $("#placeholder") });
 const readout = new Readout($("#fps"), $("#latency"), client);
 const promptBox = $("#prompt");
+const secondBox = $("#prompt-2");
+const blendSlider = $("#blend");
 const steps = $("#steps");
 const sizeSelect = $("#size");
 let textToImage = true; // until the server says its pipeline needs an input image
@@ -119,7 +123,7 @@ client.addEventListener("session", ({ detail: session }) => {
   const [width, height] = sizes[chosen];
   steps.value = String(Math.min(Number(settings.get("steps")), Number(steps.max)));
   showSteps();
-  draw({ prompt: promptBox.value, steps: Number(steps.value), width, height });
+  draw({ ...promptParams(), steps: Number(steps.value), width, height });
 });
 
 bindOutput(client, output, readout, $("#save"));
@@ -136,10 +140,40 @@ client.addEventListener("error", ({ detail: error }) => {
 
 const seed = new SeedControl($(".seed"), { settings, onChange: (value) => draw({ seed: value }) });
 
+/**
+ * The prompt, or with a second one the blend of both: weights 1 − b and b, mixed
+ * by slerp in embedding space, so the slider moves the picture smoothly (each text
+ * is encoded once; moving the slider runs no text encoder on the server).
+ */
+function promptParams() {
+  const second = secondBox.value.trim();
+  $(".blend").classList.toggle("off", second === "");
+  if (second === "") return { prompt: promptBox.value };
+  const b = Number(blendSlider.value);
+  return {
+    prompt: [
+      [promptBox.value, 1 - b],
+      [secondBox.value, b],
+    ],
+    prompt_blend: "slerp",
+  };
+}
+
 promptBox.value = settings.get("prompt");
+secondBox.value = settings.get("secondPrompt");
 promptBox.addEventListener("input", () => {
   settings.set("prompt", promptBox.value);
-  draw({ prompt: promptBox.value });
+  draw(promptParams());
+});
+secondBox.addEventListener("input", () => {
+  settings.set("secondPrompt", secondBox.value);
+  draw(promptParams());
+});
+bindParamRange(blendSlider, $("#blend-value"), {
+  settings,
+  name: "blend",
+  send: () => draw(promptParams()),
+  format: (value) => value.toFixed(2),
 });
 
 for (const chip of document.querySelectorAll("#suggestions .chip")) {

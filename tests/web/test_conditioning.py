@@ -1,9 +1,11 @@
-"""The sketch page's structure control in Chromium, against a tiny model with a ControlNet.
+"""Conditioning in the pages, in Chromium against a tiny model: structure control and blends.
 
-The switch shows only when the server has a ControlNet or T2I-Adapter; turned
-on, the session runs with it (strength 1: the lines alone shape the picture),
-its scale slider and invert box reach the params, and the output changes; off,
-the session runs without it. A server without controls shows no switch.
+The sketch page's switch shows only when the server has a ControlNet or
+T2I-Adapter; turned on, the session runs with it (strength 1: the lines alone
+shape the picture), its scale slider and invert box reach the params, and the
+output changes; off, the session runs without it. A server without controls
+shows no switch. The prompt page's second prompt and slider send a slerp blend
+of the two prompts, and the picture moves with the slider.
 """
 
 from __future__ import annotations
@@ -63,3 +65,31 @@ async def test_a_server_without_controls_shows_no_switch(start_server, open_page
 
     assert not await page.locator("#structure").is_visible()
     assert "controlnet" not in {k for k, v in (await page.evaluate(PARAMS)).items() if v}
+
+
+async def test_the_prompt_pages_second_prompt_and_slider_blend_the_prompts(
+    start_server, open_page, shoot, tiny_models: TinyModels
+):
+    server = await start_server(pipeline="sd-turbo", model=str(tiny_models.sd_turbo), ready_s=60.0)
+    page = await open_page(server, path="/prompt.html")
+    await page.evaluate("window.livegen.client.updateParams({width: 128, height: 128})")
+    await page.locator("#prompt").fill("a lighthouse at dawn")
+    await wait_until_settled(page)
+    alone = await canvas_hash(page, "#output")
+
+    await page.locator("#prompt-2").fill("a forest in the snow")
+    halfway = await wait_for_new_output(page, alone)
+    await wait_until_settled(page)
+    await page.locator("#blend").evaluate(SLIDE, "0.8")
+    await wait_for_new_output(page, await canvas_hash(page, "#output"))
+    await wait_until_settled(page)
+    blended = await page.evaluate(PARAMS)
+    await shoot(page, "prompt-blend-desktop")
+
+    assert blended["prompt"] == [
+        ["a lighthouse at dawn", 0.19999999999999996],
+        ["a forest in the snow", 0.8],
+    ]
+    assert blended["prompt_blend"] == "slerp"
+    assert halfway != alone
+    assert await page.locator("#blend-value").inner_text() == "0.80"
