@@ -363,3 +363,28 @@ async def test_a_client_that_expects_100_continue_gets_it_before_sending_its_off
     assert answer.startswith(b"HTTP/1.1 201 Created\r\n")
     assert b"\r\nConnection: close\r\n" in answer
     assert deleted.status == 200
+
+
+async def test_a_bad_patch_gets_its_status_and_the_call_goes_on(start_server):
+    server = await start_server(ShadingPipeline())
+    publisher = await Publisher.start(base(server))
+    await publisher.frames(1, CALL_WAIT_S)
+    url, etag = publisher.resource_url, publisher.answer.headers["ETag"]
+    fragment = {"Content-Type": "application/trickle-ice-sdpfrag"}
+    restart = await request(
+        "PATCH", url, "a=ice-ufrag:new\r\na=ice-pwd:newpassword\r\n", {**fragment, "If-Match": "*"}
+    )
+    new_credentials = await request("PATCH", url, "a=ice-ufrag:new\r\n", fragment)
+    wrong_type = await request("PATCH", url, "a=end-of-candidates\r\n", {"If-Match": etag})
+    not_sdp = await request("PATCH", url, "candidate 1 2 3", fragment)
+    bad_candidate = await request("PATCH", url, "a=mid:0\r\na=candidate:garbage\r\n", fragment)
+    await publisher.frames(3, CALL_WAIT_S)  # nothing above disturbed the call
+    await publisher.delete()
+
+    assert (restart.status, new_credentials.status) == (422, 422)
+    assert "ICE restarts are not supported" in restart.text
+    assert (
+        wrong_type.status == 415 and wrong_type.headers["Accept-Patch"] == fragment["Content-Type"]
+    )
+    assert not_sdp.status == 400 and "is not an SDP line" in not_sdp.text
+    assert bad_candidate.status == 400 and "is not an ICE candidate line" in bad_candidate.text
