@@ -370,32 +370,43 @@ def make_vae_overflow_in_float16(folder: Path) -> None:
     save_file(weights, weights_file, metadata={"format": "pt"})
 
 
-def save_controlnet(path: Path, model_root: Path, seed: int = 3) -> Path:
+def save_controlnet(
+    path: Path,
+    model_root: Path,
+    seed: int = 3,
+    conditioning_channels: tuple[int, ...] = (8, 8, 16, 16),
+) -> Path:
     """Save at ``path`` a random ControlNet for ``model_root``'s UNet (SD or SDXL).
 
     Built from the UNet's config as ``ControlNetModel.from_unet`` builds it, then every
     weight drawn at random: a fresh ControlNet's zero convolutions would add nothing, and a
-    test that compares frames could not see a control that is ignored.
+    test that compares frames could not see a control that is ignored. The published
+    ControlNets embed the control picture with ``conditioning_channels`` (16, 32, 96, 256).
     """
     unet = UNet2DConditionModel.from_pretrained(Path(model_root) / "unet")
     with _seeded(seed):
         # Downsamples the control picture 8x, to the latents' size, as the published ones do.
         controlnet = diffusers.ControlNetModel.from_unet(
-            unet, conditioning_embedding_out_channels=(8, 8, 16, 16), load_weights_from_unet=False
+            unet,
+            conditioning_embedding_out_channels=conditioning_channels,
+            load_weights_from_unet=False,
         )
         _randomise(controlnet)
     controlnet.save_pretrained(path)
     return Path(path)
 
 
-def save_t2i_adapter(path: Path, model_root: Path, seed: int = 4, in_channels: int = 3) -> Path:
-    """Save at ``path`` a random T2I-Adapter for ``model_root``'s SD UNet (a feature per block)."""
+def save_t2i_adapter(
+    path: Path, model_root: Path, seed: int = 4, in_channels: int = 3, res_blocks: int = 1
+) -> Path:
+    """Save at ``path`` a random T2I-Adapter for ``model_root``'s SD UNet (a feature per block;
+    the published ones have 2 ``res_blocks``)."""
     unet = UNet2DConditionModel.from_pretrained(Path(model_root) / "unet")
     with _seeded(seed):
         adapter = diffusers.T2IAdapter(
             in_channels=in_channels,
             channels=list(unet.config.block_out_channels),
-            num_res_blocks=1,
+            num_res_blocks=res_blocks,
             downscale_factor=8,
             adapter_type="full_adapter",
         )

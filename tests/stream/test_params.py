@@ -143,6 +143,7 @@ def test_blends_controls_and_scales_come_back_as_tuples() -> None:
         ({"seed": [[-1, 1]]}, "param 'seed' must be in [0, 4294967295], got -1"),
         ({"seed": "7"}, "param 'seed' must be int, got str"),
         ({"controlnet": [1]}, "param 'controlnet' must be a name or a list of names"),
+        ({"controlnet": ["a"] * 9}, "param 'controlnet' takes at most 8 names"),
         ({"control_scale": 2.5}, "param 'control_scale' must be in [0.0, 2.0], got 2.5"),
         ({"control_scale": []}, "param 'control_scale' takes 1 to 8 scales"),
         ({"control_source": "hed"}, "param 'control_source' must be one of image, canny"),
