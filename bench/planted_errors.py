@@ -1,11 +1,13 @@
 """Check the checker: plant one known error at a time, and see the reference tests fail.
 
 tests/pipelines/test_reference*.py compare livegen's frames with diffusers' own
-pipelines (plain, with ControlNets and T2I-Adapters, with blends). A comparison that cannot fail proves nothing, so this script copies the
-repository to a scratch folder once per planted error, applies that one change to
-the copy (an off-by-one timestep, BGR input, the wrong VAE scaling factor, ...),
-runs the reference tests that bear on it there, and records which test caught it. Every plant must
-be caught; the JSON (bench/results/planted_errors.json) says by which test.
+pipelines (plain, with ControlNets and T2I-Adapters, with blends). A comparison
+that cannot fail proves nothing, so this script copies the repository to a
+scratch folder once per planted error, applies that one change to the copy (an
+off-by-one timestep, BGR input, the wrong VAE scaling factor, ...), runs the
+reference tests that bear on it there, and records which test caught it. Every
+plant must be caught; the JSON (bench/results/planted_errors.json) says by which
+test.
 
     .venv/bin/python bench/planted_errors.py            # every plant, a few minutes each
     .venv/bin/python bench/planted_errors.py --only bgr
@@ -39,6 +41,7 @@ class Plant:
     old: str  # must occur exactly once in ``file``
     new: str
     tests: str = "tests/pipelines/test_reference.py"
+    select: str = ""  # a pytest -k expression: the tests that bear on the plant
 
 
 PLANTS = [
@@ -133,6 +136,7 @@ PLANTS = [
         "scale = scales[:, j].view(-1, 1, 1, 1)",
         "scale = scales[:, j].clamp(max=0).add(1).view(-1, 1, 1, 1)",
         CONTROL_TESTS,
+        "strength_1_equals",
     ),
     Plant(
         "control-end-off-by-one",
@@ -141,6 +145,7 @@ PLANTS = [
         "(step.index + 1) / step.count > p.control_end",
         "step.index / step.count > p.control_end",
         CONTROL_TESTS,
+        "start_and_end",
     ),
     Plant(
         "multi-controlnet-first-only",
@@ -149,6 +154,7 @@ PLANTS = [
         "down = samples if not down else [a + b for a, b in zip(down, samples, strict=True)]",
         "down = samples if not down else down",
         CONTROL_TESTS,
+        "two_controlnets",
     ),
     Plant(
         "control-picture-unnormalised",
@@ -157,6 +163,7 @@ PLANTS = [
         "images = torch.stack([s.pixels for s in states if s.pixels is not None]) / 255.0",
         "images = torch.stack([s.pixels for s in states if s.pixels is not None])",
         CONTROL_TESTS,
+        "strength_1_equals",
     ),
     Plant(
         "control-strength-1-img2img",
@@ -165,6 +172,7 @@ PLANTS = [
         "None if controlled and request.params.strength >= 1.0 else image",
         "image",
         CONTROL_TESTS,
+        "strength_1_equals",
     ),
     Plant(
         "adapter-luma-mean",
@@ -173,6 +181,7 @@ PLANTS = [
         "weighted: torch.Tensor = r * 19595 + g * 38470 + b * 7471 + 0x8000",
         "weighted: torch.Tensor = (r + g + b) * 21845 + 0x8000",
         CONTROL_TESTS,
+        "t2i_adapter",
     ),
     Plant(
         "canny-thresholds",
@@ -181,6 +190,7 @@ PLANTS = [
         "CANNY_THRESHOLDS = (0.1, 0.2)",
         "CANNY_THRESHOLDS = (0.2, 0.4)",
         CONTROL_TESTS,
+        "canny",
     ),
     Plant(
         "prompt-blend-unnormalised",
@@ -189,6 +199,7 @@ PLANTS = [
         "mixed = sum((x.float() * (w / total) for x, w in kept), torch.zeros(()))",
         "mixed = sum((x.float() * w for x, w in kept), torch.zeros(()))",
         BLEND_TESTS,
+        "prompt_blend",
     ),
     Plant(
         "seed-blend-linear",
@@ -197,6 +208,7 @@ PLANTS = [
         'mixed = [blend([d[i] for d in each], weights, "slerp") for i in range(count)]',
         'mixed = [blend([d[i] for d in each], weights, "linear") for i in range(count)]',
         BLEND_TESTS,
+        "seed_blend",
     ),
     Plant(
         "transition-late",
@@ -205,6 +217,7 @@ PLANTS = [
         "t = self.frame / frames",
         "t = (self.frame - 1) / frames",
         BLEND_TESTS,
+        "transition",
     ),
 ]
 
@@ -222,7 +235,8 @@ def run_plant(plant: Plant, scratch: Path) -> dict[str, object]:
     started = time.perf_counter()
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
-        + [plant.tests],
+        + [plant.tests]
+        + (["-k", plant.select] if plant.select else []),
         cwd=copy,
         capture_output=True,
         text=True,
