@@ -9,16 +9,19 @@ group with at most :attr:`Pipeline.max_batch_size` requests.
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
-import torch
 
 from pipelines.caches import CacheStats
 from pipelines.memory import MemoryReading, free_cached, read_memory
 from stream.params import Params
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,8 @@ class PipelineOptions:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA, then Apple's MPS, then the CPU."""
+    import torch  # here: the passthrough pipeline never needs a device, nor torch
+
     if name != "auto":
         return torch.device(name)
     if torch.cuda.is_available():
@@ -79,7 +84,11 @@ class Pipeline(abc.ABC):
 
     def __init__(self, options: PipelineOptions) -> None:
         self.options = options
-        self.device = resolve_device(options.device)
+
+    @functools.cached_property
+    def device(self) -> torch.device:
+        """The torch device the options name, resolved (and torch loaded) on first use."""
+        return resolve_device(self.options.device)
 
     @classmethod
     def load(cls, options: PipelineOptions) -> Self:

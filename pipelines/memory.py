@@ -8,6 +8,9 @@ from here. On CUDA the budget is the device's own memory. A CPU (or Apple's
 MPS, whose memory is the host's) has no memory of its own to divide: its
 tensors share host memory with everything else on the machine, so there is no
 budget to derive a session count from; the readings then describe the host.
+
+torch is imported where a device's memory is read, not with this module: the
+passthrough pipeline uses it without torch, and so starts in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:
+    import torch
+
     from pipelines.base import Pipeline
 
 
@@ -58,25 +63,31 @@ class MemoryBudget:
 
 def is_out_of_memory(error: BaseException) -> bool:
     """True for torch's out-of-memory error (``torch.cuda.OutOfMemoryError`` is the same)."""
-    return isinstance(error, torch.OutOfMemoryError)
+    torch = sys.modules.get("torch")  # not loaded: nothing could have raised its error
+    return torch is not None and isinstance(error, torch.OutOfMemoryError)
 
 
 def free_cached(device: torch.device) -> None:
     """Give back what nothing references any more: unreachable tensors, then CUDA's cache."""
     gc.collect()
     if device.type == "cuda":
+        import torch
+
         torch.cuda.empty_cache()
 
 
 def read_memory(device: torch.device) -> MemoryReading | None:
     """The device's memory on CUDA, the host's elsewhere; None where it cannot be read."""
     if device.type == "cuda":
+        import torch
+
         free, total = torch.cuda.mem_get_info(device)
         return MemoryReading(total, free, torch.cuda.memory_reserved(device))
-    return _read_host_memory()
+    return read_host_memory()
 
 
-def _read_host_memory() -> MemoryReading | None:
+def read_host_memory() -> MemoryReading | None:
+    """The host's memory, and this process's resident set; None off Linux."""
     try:  # Linux; elsewhere there is no cheap reading and the metrics leave it out
         with open("/proc/meminfo") as meminfo:
             fields = dict(line.split(":", 1) for line in meminfo)
@@ -95,6 +106,8 @@ def tensor_bytes(value: Any) -> int:
 
     A storage shared by several tensors (views) counts once.
     """
+    import torch
+
     seen: set[int] = set()
 
     def walk(item: Any) -> int:
@@ -125,6 +138,8 @@ def measure_budget(pipeline: Pipeline, max_batch: int) -> MemoryBudget:
     memory left (free on the device, plus what the allocator caches unused) is the
     budget. Call it on the inference thread, after warm-up.
     """
+    import torch
+
     from pipelines.base import FrameRequest
 
     params = pipeline.default_params

@@ -12,6 +12,7 @@ from dataclasses import fields
 import numpy as np
 
 from pipelines.base import FrameRequest, Pipeline
+from pipelines.memory import MemoryReading, read_host_memory
 from stream.params import Params
 
 
@@ -25,6 +26,10 @@ class PassthroughPipeline(Pipeline):
     def ignored_params(self) -> frozenset[str]:
         # The output is the input: the params only choose how it is encoded.
         return frozenset(field.name for field in fields(Params)) - {"output_format", "quality"}
+
+    def memory(self) -> MemoryReading | None:
+        # No device of its own: the host's memory, read without loading torch.
+        return read_host_memory()
 
     def batch_key(self, request: FrameRequest) -> Hashable:
         # Nothing is computed, so every request can share a call.

@@ -1,14 +1,20 @@
-"""Named pipelines: ``livegen serve --pipeline NAME`` picks one from here."""
+"""Named pipelines: ``livegen serve --pipeline NAME`` picks one from here.
+
+Each is imported when it is created: the model families bring torch and diffusers
+(seconds to import), which the passthrough pipeline does without.
+"""
 
 from __future__ import annotations
 
-from pipelines.base import Pipeline, PipelineOptions
-from pipelines.lcm import LCMPipeline
-from pipelines.passthrough import PassthroughPipeline
-from pipelines.sd_turbo import SDTurboPipeline
+import importlib
 
-_PIPELINES: dict[str, type[Pipeline]] = {
-    cls.name: cls for cls in (PassthroughPipeline, SDTurboPipeline, LCMPipeline)
+from pipelines.base import Pipeline, PipelineOptions
+
+# name -> (module, class)
+_PIPELINES: dict[str, tuple[str, str]] = {
+    "passthrough": ("pipelines.passthrough", "PassthroughPipeline"),
+    "sd-turbo": ("pipelines.sd_turbo", "SDTurboPipeline"),
+    "lcm": ("pipelines.lcm", "LCMPipeline"),
 }
 
 
@@ -18,9 +24,10 @@ def pipeline_names() -> list[str]:
 
 def create_pipeline(name: str, options: PipelineOptions) -> Pipeline:
     try:
-        cls = _PIPELINES[name]
+        module, class_name = _PIPELINES[name]
     except KeyError:
         raise ValueError(
             f"unknown pipeline {name!r}; available: {', '.join(pipeline_names())}"
         ) from None
+    cls: type[Pipeline] = getattr(importlib.import_module(module), class_name)
     return cls.load(options)

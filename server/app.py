@@ -23,8 +23,8 @@ from server.fal import FalConnection, FalGate, is_fal_request
 from server.http import Routes
 from server.listener import connection_factory
 from server.metrics import Metrics
+from server.outlets import Outlets
 from server.static import load_static_files
-from server.webrtc import Outlets, configure_aiortc
 from server.whip import MediaRoutes
 from server.worker import FrameFailed, InferenceWorker, Result, VideoResult
 from stream.errors import CloseCode, InvalidParams
@@ -60,7 +60,6 @@ class LivegenServer:
         )
         self.pipeline = pipeline or create_pipeline(config.pipeline, config.pipeline_options)
         self.webrtc = config.webrtc_options
-        configure_aiortc(config.webrtc_bitrate, config.media_addresses)
         self.metrics = Metrics(self.sessions, self.pipeline.cache_stats, self.pipeline.memory)
         self.worker = InferenceWorker(
             self.pipeline,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pipelines.sources import names_a_local_folder, not_a_folder
 from server.default_model import DEFAULT_MODEL, DEFAULT_PIPELINE, DEFAULT_TINY_VAE
-from server.webrtc import CODECS, WebRTCOptions, parse_ice_servers
+from server.webrtc_options import CODECS, WebRTCOptions, parse_ice_servers
 from stream.limits import Limits
 from stream.routing import check_replica_id, replica_id_from_host_name
 
@@ -262,6 +262,7 @@ class ServerConfig:
             ice_servers=parse_ice_servers(self.ice_servers),
             codec=self.webrtc_codec,
             bitrate_bps=self.webrtc_bitrate,
+            host_addresses=self.media_addresses,
         )
 
     @property

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.server import ServerConnection
 
 from server.transport import Transport
-from server.webrtc import Call
 from stream.errors import (
     CloseCode,
     ErrorCode,
@@ -51,6 +50,7 @@ from stream.session import Session
 
 if TYPE_CHECKING:
     from server.app import LivegenServer
+    from server.webrtc import Call
 
 
 class Connection:
@@ -167,6 +167,8 @@ class Connection:
         await self._hang_up()
         session = self.session
         assert session is not None
+        from server.webrtc import Call  # aiortc loads with the first call, not at start
+
         call = Call(self.app.webrtc, lambda frame: self._offer(session, frame), self._call_ended)
         try:
             answer = await call.answer(sdp)

@@ -14,12 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from aiortc import (
@@ -37,32 +34,11 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import MediaDescription, SessionDescription, candidate_from_sdp
 from av import VideoFrame
 
+from server.webrtc_options import WebRTCOptions
 from stream.events import FrameIn
 from stream.inbox import LatestBox
 
 log = logging.getLogger(__name__)
-
-CODECS = ("vp8", "h264")
-
-
-@dataclass(frozen=True, slots=True)
-class WebRTCOptions:
-    ice_servers: Sequence[dict[str, Any]]
-    codec: str
-    bitrate_bps: int
-
-
-def parse_ice_servers(value: str) -> list[dict[str, Any]]:
-    """``--ice-servers``: a JSON list of RTCIceServer maps (urls, username, credential)."""
-    try:
-        servers = json.loads(value or "[]")
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--ice-servers must be JSON: {exc}") from None
-    if not isinstance(servers, list) or not all(
-        isinstance(s, dict) and "urls" in s for s in servers
-    ):
-        raise ValueError('--ice-servers takes a JSON list like [{"urls": "stun:host:3478"}]')
-    return servers
 
 
 class MarkerJitterBuffer(JitterBuffer):
@@ -98,7 +74,7 @@ class MarkerJitterBuffer(JitterBuffer):
 
 
 def configure_aiortc(bitrate_bps: int, host_addresses: Sequence[str] | None) -> None:
-    """Set what aiortc and aioice only read from module globals, once per process.
+    """Set what aiortc and aioice only read from module globals, before each call.
 
     aiortc starts every video encoder at a fixed bitrate (500 kbit/s for VP8),
     far too low for full-frame generated video; its receivers hold each frame
@@ -178,6 +154,7 @@ class Call:
     ) -> None:
         """``on_ended(call, reason)`` is told when the connection fails (with why)
         or the peer closes it (reason None)."""
+        configure_aiortc(options.bitrate_bps, options.host_addresses)
         servers = [RTCIceServer(**server) for server in options.ice_servers]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.output = GeneratedTrack()
@@ -295,32 +272,3 @@ class Call:
             self._on_ended(self, "the WebRTC connection failed (network lost or blocked)")
         elif self.pc.connectionState == "closed":
             self._on_ended(self, None)
-
-
-class Outlets:
-    """Each session's outgoing video tracks: its camera call's, and its viewers'.
-
-    A generated frame goes to every track of its session; each track keeps only
-    its newest frame, so a slow encoder or viewer drops its own frames and
-    never holds up the model or another viewer.
-    """
-
-    def __init__(self) -> None:
-        self._tracks: dict[str, set[GeneratedTrack]] = {}
-
-    def add(self, session_id: str, track: GeneratedTrack) -> None:
-        self._tracks.setdefault(session_id, set()).add(track)
-
-    def discard(self, session_id: str, track: GeneratedTrack) -> None:
-        tracks = self._tracks.get(session_id)
-        if tracks is not None:
-            tracks.discard(track)
-            if not tracks:
-                del self._tracks[session_id]
-
-    def put(self, session_id: str, pixels: np.ndarray) -> bool:
-        """Hand ``pixels`` to the session's tracks; False when it has none."""
-        tracks = self._tracks.get(session_id, ())
-        for track in tracks:
-            track.put(pixels)
-        return bool(tracks)

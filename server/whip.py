@@ -8,7 +8,7 @@ headers, and the session's id and resume token as ``Livegen-Session-Id`` and
 its params as usual. A send-receive offer gets the generated video back on the
 same connection; any offer's session is watched with ``POST /whep/<session
 id>``, a receive-only offer, by any number of viewers, each fed the newest frame
-(server/webrtc.py's :class:`~server.webrtc.Outlets`). ``PATCH`` on a resource
+(:class:`~server.outlets.Outlets`). ``PATCH`` on a resource
 takes trickled candidates; ``DELETE`` ends it. A WHIP resource holds its session:
 the session lives as long as it does, unless a WebSocket client holds it too.
 A resource whose peer never connects, or whose connection fails, is freed.
@@ -29,13 +29,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from aiortc.sdp import SessionDescription
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from server.http import origin_refusal, response
 from server.listener import BodyRequest
-from server.webrtc import Call, NoVideoError
 from stream.errors import ProtocolError, ServerBusy
 from stream.params import parse_params_query
 from stream.sdpfrag import parse_sdpfrag
@@ -43,6 +41,7 @@ from stream.session import Session
 
 if TYPE_CHECKING:
     from server.app import LivegenServer
+    from server.webrtc import Call
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +175,8 @@ class MediaRoutes:
             raise Refused(400, str(error)) from None
         # The session id names its replica: a proxy sends PATCH and DELETE to it by the path.
         path = f"{WHIP_PATH}/{quote(session.id, safe='')}/{secrets.token_urlsafe(16)}"
+        from server.webrtc import Call  # aiortc loads with the first call, not at start
+
         call = Call(self._app.webrtc, lambda frame: self._app.offer(session, frame), self._ended)
         try:
             answer = await self._answer(call, offer)
@@ -202,6 +203,8 @@ class MediaRoutes:
                 404, f"no session {session_id!r}: start one with POST /whip or on the WebSocket"
             )
         path = f"{WHEP_PREFIX}{quote(session.id, safe='')}/{secrets.token_urlsafe(16)}"
+        from server.webrtc import Call
+
         call = Call(self._app.webrtc, None, self._ended)
         answer = await self._answer(call, offer)
         resource = self._add(Resource(path, session, call, publishes=False))
@@ -220,6 +223,8 @@ class MediaRoutes:
             fragment = parse_sdpfrag(_utf8(body))
         except ValueError as exc:
             raise Refused(400, f"the fragment does not parse: {exc}") from None
+        from aiortc.sdp import SessionDescription  # loaded by the call already
+
         remote = resource.call.pc.remoteDescription
         assert remote is not None  # answered before the resource existed
         ufrags = {
@@ -258,6 +263,8 @@ class MediaRoutes:
         return offer
 
     async def _answer(self, call: Call, offer: str) -> str:
+        from server.webrtc import NoVideoError
+
         try:
             return await call.answer(offer)
         except BaseException as exc:

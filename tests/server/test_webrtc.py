@@ -275,10 +275,15 @@ async def test_a_peer_that_closes_its_side_ends_the_call_and_the_session_goes_on
     assert frame.id == 5  # frames go back to frame.out once the call is over
 
 
-async def test_the_configured_bitrate_is_where_encoders_start(start_server):
+async def test_the_configured_bitrate_is_where_a_calls_encoders_start(start_server):
     from aiortc.codecs import vpx
 
-    await start_server(ShadingPipeline(), webrtc_bitrate=4_000_000)
+    server = await start_server(ShadingPipeline(), webrtc_bitrate=4_000_000)
+    async with await LivegenClient.connect(ws_url(server)) as client:
+        caller = await Caller.start(client)  # aiortc is set up with the first call
+        await caller.frames(1, CALL_WAIT_S)
+        await caller.hang_up()
+
     assert vpx.Vp8Encoder().target_bitrate == 4_000_000
 
 
