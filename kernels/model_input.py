@@ -49,14 +49,27 @@ def rgb_to_model_input_ref(
     channels_last: bool = False,
 ) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, height, width) in [-1, 1], in plain torch."""
-    x = images.permute(0, 3, 1, 2).float()
+    if len(images) == 0:
+        return torch.empty((0, 3, *size), dtype=dtype, device=images.device)
+    frames = [_frame_to_model_input(image, size) for image in images]
+    x = frames[0][None] if len(frames) == 1 else torch.stack(frames)
+    # preserve_format: no copy of a float32 result that needs none (the CPU's path).
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    return x.to(dtype, memory_format=memory_format)
+
+
+def _frame_to_model_input(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, height, width) float32, one frame at a time.
+
+    A frame alone: torch picks a faster resize for (1, 3, H, W) made this way than
+    for one frame of a (B, H, W, 3) batch permuted (its memory format differs).
+    """
+    x = image.permute(2, 0, 1).unsqueeze(0).float()
     if x.shape[-2:] != size:
         scaled_height, scaled_width, top, left = cover_geometry(x.shape[-2:], size)
         x = F.interpolate(x, size=(scaled_height, scaled_width), mode="bilinear", antialias=True)
         x = x[..., top : top + size[0], left : left + size[1]]
-    x = 2.0 * (x / 255.0) - 1.0
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    return x.to(dtype, memory_format=memory_format)
+    return 2.0 * (x[0] / 255.0) - 1.0
 
 
 def rgb_to_model_input(
