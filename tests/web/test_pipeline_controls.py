@@ -62,6 +62,7 @@ async def test_sketch_and_webcam_controls_passthrough_ignores_are_switched_off(
     await shoot(sketch, "sketch-passthrough-controls-desktop")
     webcam = await open_page(server, "/webcam.html", color_scheme="dark")
     webcam_controls = await webcam.evaluate(CONTROLS)
+    idle_message = await webcam.locator("#message-detail").inner_text()
     await shoot(webcam, "webcam-passthrough-controls-desktop-dark")
 
     assert {"prompt", "strength", "steps", "seed"} <= {c["param"] for c in sketch_controls}
@@ -69,6 +70,7 @@ async def test_sketch_and_webcam_controls_passthrough_ignores_are_switched_off(
     for control in sketch_controls + webcam_controls:
         assert control["ignored"] and control["disabled"], control
         assert control["tagged"] == control["labelled"], control  # the chips have no label
+    assert "sends your camera back as it is" in idle_message  # no promise of a style
     assert await sketch.locator("[data-param=strength]").get_attribute("title") == (
         "passthrough does not use this setting"
     )

@@ -39,7 +39,9 @@ export class OutputInset {
     window.visualViewport?.addEventListener("resize", update);
     window.visualViewport?.addEventListener("scroll", update);
     window.addEventListener("pointermove", (event) => this.fadeUnder(event), { passive: true });
-    window.addEventListener("pointerup", () => this.canvas.classList.remove("faded"));
+    for (const end of ["pointerup", "pointercancel"]) {
+      window.addEventListener(end, () => this.canvas.classList.remove("faded"));
+    }
   }
 
   /** The share (0 to 1) of the output canvas inside the visual viewport. */
