@@ -136,7 +136,7 @@ PLANTS = [
         "scale = scales[:, j].view(-1, 1, 1, 1)",
         "scale = scales[:, j].clamp(max=0).add(1).view(-1, 1, 1, 1)",
         CONTROL_TESTS,
-        "strength_1_equals",
+        "strength_1_equals and sd-turbo",
     ),
     Plant(
         "control-end-off-by-one",
@@ -163,7 +163,7 @@ PLANTS = [
         "images = torch.stack([s.pixels for s in states if s.pixels is not None]) / 255.0",
         "images = torch.stack([s.pixels for s in states if s.pixels is not None])",
         CONTROL_TESTS,
-        "strength_1_equals",
+        "strength_1_equals and sd-turbo",
     ),
     Plant(
         "control-strength-1-img2img",
@@ -172,7 +172,7 @@ PLANTS = [
         "None if controlled and request.params.strength >= 1.0 else image",
         "image",
         CONTROL_TESTS,
-        "strength_1_equals",
+        "strength_1_equals and sd-turbo",
     ),
     Plant(
         "adapter-luma-mean",

@@ -138,13 +138,19 @@ def adapter_pipeline(model: Controlled, names: list[str]) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("family", "steps"), [("sd-turbo", 1), ("sd-turbo", 3), ("sdxl-turbo", 2), ("lcm", 4)]
+    ("family", "steps", "guidance"),
+    [
+        ("sd-turbo", 1, 0.0),
+        ("sd-turbo", 3, 0.0),
+        ("sdxl-turbo", 2, 0.0),
+        ("lcm", 4, 8.5),
+        ("lcm-lora-sd", 2, 1.5),  # classifier-free guidance: the ControlNet runs on both halves
+    ],
 )
 def test_a_controlnet_at_strength_1_equals_diffusers_controlnet_pipeline(
-    controlled: Callable[[str], Controlled], family: str, steps: int
+    controlled: Callable[[str], Controlled], family: str, steps: int, guidance: float
 ) -> None:
     model = controlled(family)
-    guidance = FAMILIES[family][2]
     frame = sketch()
     assert_same_frame(
         run_livegen(
