@@ -17,6 +17,7 @@ import pytest
 from server.tokens import mint_token
 from tests.conftest import TinyModels
 from tests.fal.conftest import APP, KEY, RunClient, assert_round_trip_results
+from tests.helpers import wait_until
 
 
 def answers(events: list[dict]) -> list[dict]:
@@ -109,3 +110,18 @@ async def test_the_tiny_diffusion_model_answers_the_js_client(
     assert cat["event"] == dog["event"] == "result"
     # The model's trained size (512: sd-turbo's published sample_size) unless asked.
     assert (cat["width"], dog["width"], dog["height"]) == (512, 128, 128)
+
+
+async def test_the_clients_own_close_is_echoed_without_a_code_which_it_reports_as_1005(
+    start_server, run_js_client: RunClient, sketch: Path
+):
+    server = await start_server(api_keys=KEY)
+    plan = {"app": APP, "inputs": [{"prompt": "a fox", "image_url": {"$bytes": str(sketch)}}]}
+    events = await run_js_client(server, plan, key=KEY)
+
+    # connection.close() sends a close frame with no code; livegen answers with none
+    # (RFC 6455 5.5.1), and the client reports every close but 1000 through onError.
+    assert [event["event"] for event in events] == ["result", "closed"]
+    assert events[-1]["status"] == 1005
+    assert events[-1]["message"] == "Error closing the connection: "
+    await wait_until(lambda: len(server.sessions) == 0)  # the fal session ends with it

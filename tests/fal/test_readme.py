@@ -5,14 +5,18 @@ connection settings it documents.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
 from pathlib import Path
 
+from server.tokens import mint_token
 from tests.fal.conftest import JS_DIR, KEY, Tls, python_client_env, run_command
 
 ROOT = Path(__file__).resolve().parents[2]
+# What the README has the examples run with: a token for their app, not the API key.
+APP_TOKEN_APPS = ["fal-ai/fast-lcm-diffusion"]
 
 
 def section_blocks(language: str) -> list[str]:
@@ -43,6 +47,20 @@ async def run_example(command: list[str], env: dict[str, str], folder: Path) -> 
     return stdout
 
 
+async def fal_key_as_the_readme_sets_it() -> str:
+    """Run the README's ``export FAL_KEY=$(...)`` command, with the test's API key."""
+    [line] = [
+        line for line in section_blocks("sh")[0].splitlines() if line.startswith("export FAL_KEY=")
+    ]
+    command = line.removeprefix("export FAL_KEY=").replace("=...", f"={KEY}")
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # where livegen is installed
+    status, stdout, stderr = await run_command(
+        ["bash", "-c", f"printf %s {command}"], {"PATH": path}
+    )
+    assert status == 0, stderr
+    return stdout
+
+
 async def test_the_readme_python_example_runs_as_written(
     start_server, tls: Tls, sketch: Path, tmp_path: Path
 ):
@@ -50,7 +68,9 @@ async def test_the_readme_python_example_runs_as_written(
     [example] = section_blocks("python")[:1]
     prepare(tmp_path, sketch, {"app.py": example})
 
-    env = python_client_env(server, tls, KEY)
+    fal_key = await fal_key_as_the_readme_sets_it()
+    assert fal_key.count(".") == 2 and KEY not in fal_key  # a token (a JWT), not the key
+    env = python_client_env(server, tls, fal_key)
     printed = await run_example([sys.executable, "app.py"], env, tmp_path)
     assert printed.splitlines()[0].startswith("fox 64 64 ")
 
@@ -66,4 +86,5 @@ async def test_the_readme_node_example_runs_as_written(
     prepare(tmp_path, sketch, {"app.mjs": app, "livegen-fal.mjs": shim})
     (tmp_path / "node_modules").symlink_to(JS_DIR / "node_modules")  # as if installed there
 
-    await run_example([*node, "app.mjs"], {"FAL_KEY": KEY}, tmp_path)
+    token = mint_token(KEY, APP_TOKEN_APPS, ttl_s=60)
+    await run_example([*node, "app.mjs"], {"LIVEGEN_TOKEN": token}, tmp_path)

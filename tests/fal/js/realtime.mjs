@@ -39,9 +39,13 @@ fal.config({ fetch: useLivegen(process.env.LIVEGEN_URL) }); // credentials: FAL_
 const inputs = plan.inputs.map(materialize);
 let sent = 0;
 let answered = true;
+let closedWith = null; // the exit code, once the client has been told to close
 function finish(code) {
+  closedWith = code;
   connection.close();
-  setTimeout(() => process.exit(code), 100);
+  // The client reports its own close through onError when the close code is not 1000:
+  // exit once that is printed, or after a while when nothing comes.
+  setTimeout(() => process.exit(code), 2000);
 }
 function sendNext() {
   if (!answered) return;
@@ -68,7 +72,10 @@ const connection = fal.realtime.connect(plan.app, {
   onResult: (result) => answer({ event: "result", ...summary(result) }),
   onError: (error) => {
     const event = { event: "error", message: error.message, status: error.status, body: error.body };
-    if (answered) print(event);
+    if (closedWith !== null) {
+      print({ ...event, event: "closed" });
+      process.exit(closedWith);
+    } else if (answered) print(event);
     else answer(event);
   },
 });
