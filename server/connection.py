@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.server import ServerConnection
 
 from server.transport import Transport
+from server.webrtc_options import load_webrtc
 from stream.errors import (
     CloseCode,
     ErrorCode,
@@ -167,7 +168,8 @@ class Connection:
         await self._hang_up()
         session = self.session
         assert session is not None
-        from server.webrtc import Call  # aiortc loads with the first call, not at start
+        await load_webrtc()  # aiortc loads with the first call, not at start
+        from server.webrtc import Call
 
         call = Call(self.app.webrtc, lambda frame: self._offer(session, frame), self._call_ended)
         try:

@@ -2,12 +2,15 @@
 
 Kept apart from :mod:`server.webrtc` so that reading the configuration does not
 import aiortc (and PyAV, OpenSSL's bindings...): a server loads those with its
-first call, not at start.
+first call (:func:`load_webrtc`), not at start.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +25,13 @@ class WebRTCOptions:
     bitrate_bps: int
     # The addresses aioice offers as host candidates; None offers every interface's.
     host_addresses: Sequence[str] | None = None
+
+
+async def load_webrtc() -> None:
+    """Import :mod:`server.webrtc` (and aiortc) on a thread: the first time takes about a
+    second, which the event loop, serving every other session, must not wait out."""
+    if "server.webrtc" not in sys.modules:
+        await asyncio.to_thread(importlib.import_module, "server.webrtc")
 
 
 def parse_ice_servers(value: str) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from websockets.http11 import Request, Response
 
 from server.http import origin_refusal, response
 from server.listener import BodyRequest
+from server.webrtc_options import load_webrtc
 from stream.errors import ProtocolError, ServerBusy
 from stream.params import parse_params_query
 from stream.sdpfrag import parse_sdpfrag
@@ -164,6 +165,9 @@ class MediaRoutes:
         """POST /whip: a new session fed by the offer's camera."""
         self._check_auth(request, WHIP_PATH)
         offer = self._offer_text(request, body)
+        await load_webrtc()  # aiortc loads with the first call, not at start
+        from server.webrtc import Call
+
         if self._app.draining:
             raise Refused(503, "the server is shutting down", [("Retry-After", "5")])
         try:
@@ -175,8 +179,6 @@ class MediaRoutes:
             raise Refused(400, str(error)) from None
         # The session id names its replica: a proxy sends PATCH and DELETE to it by the path.
         path = f"{WHIP_PATH}/{quote(session.id, safe='')}/{secrets.token_urlsafe(16)}"
-        from server.webrtc import Call  # aiortc loads with the first call, not at start
-
         call = Call(self._app.webrtc, lambda frame: self._app.offer(session, frame), self._ended)
         try:
             answer = await self._answer(call, offer)
@@ -197,14 +199,15 @@ class MediaRoutes:
         """POST /whep/<session id>: one more viewer of the session's generated video."""
         self._check_auth(request, WHEP_PREFIX + session_id)
         offer = self._offer_text(request, body)
+        await load_webrtc()
+        from server.webrtc import Call
+
         session = next((s for s in self._app.sessions if s.id == session_id), None)
         if session is None:
             raise Refused(
                 404, f"no session {session_id!r}: start one with POST /whip or on the WebSocket"
             )
         path = f"{WHEP_PREFIX}{quote(session.id, safe='')}/{secrets.token_urlsafe(16)}"
-        from server.webrtc import Call
-
         call = Call(self._app.webrtc, None, self._ended)
         answer = await self._answer(call, offer)
         resource = self._add(Resource(path, session, call, publishes=False))
