@@ -399,16 +399,19 @@ def save_controlnet(
 def save_t2i_adapter(
     path: Path, model_root: Path, seed: int = 4, in_channels: int = 3, res_blocks: int = 1
 ) -> Path:
-    """Save at ``path`` a random T2I-Adapter for ``model_root``'s SD UNet (a feature per block;
-    the published ones have 2 ``res_blocks``)."""
+    """Save at ``path`` a random T2I-Adapter for ``model_root``'s UNet, in the published
+    layouts: SD's a feature per down block, SDXL's four (the last block's width twice),
+    from a picture shrunk 16x. The published ones have 2 ``res_blocks``."""
     unet = UNet2DConditionModel.from_pretrained(Path(model_root) / "unet")
+    channels = list(unet.config.block_out_channels)
+    xl = unet.config.addition_embed_type == "text_time"
     with _seeded(seed):
         adapter = diffusers.T2IAdapter(
             in_channels=in_channels,
-            channels=list(unet.config.block_out_channels),
+            channels=[*channels, channels[-1]] if xl else channels,
             num_res_blocks=res_blocks,
-            downscale_factor=8,
-            adapter_type="full_adapter",
+            downscale_factor=16 if xl else 8,
+            adapter_type="full_adapter_xl" if xl else "full_adapter",
         )
         _randomise(adapter)
     adapter.save_pretrained(path)

@@ -73,13 +73,11 @@ def controlled(
             "lines": save_controlnet(root / family / "lines", folder, seed=3),
             "edges": save_controlnet(root / family / "edges", folder, seed=5),
         }
-        adapters = {}
         lora = {"lcm": str(tiny_models.lcm_lora_sd)} if family == "lcm-lora-sd" else {}
-        if family != "sdxl-turbo":
-            adapters = {
-                "sketch": save_t2i_adapter(root / family / "sketch", folder, seed=4),
-                "grey": save_t2i_adapter(root / family / "grey", folder, seed=6, in_channels=1),
-            }
+        adapters = {
+            "sketch": save_t2i_adapter(root / family / "sketch", folder, seed=4),
+            "grey": save_t2i_adapter(root / family / "grey", folder, seed=6, in_channels=1),
+        }
         options = PipelineOptions(
             model=str(folder),
             device="cpu",
@@ -128,11 +126,17 @@ def controlnet_pipeline(model: Controlled, names: list[str], image_to_image: boo
 
 
 def adapter_pipeline(model: Controlled, names: list[str]) -> Any:
-    from diffusers import MultiAdapter, StableDiffusionAdapterPipeline
+    from diffusers import (
+        MultiAdapter,
+        StableDiffusionAdapterPipeline,
+        StableDiffusionXLAdapterPipeline,
+    )
 
     adapters = [model.adapters[n] for n in names]
     adapter = adapters[0] if len(adapters) == 1 else MultiAdapter(adapters)
-    pipe = StableDiffusionAdapterPipeline.from_pipe(model.text, adapter=adapter)
+    xl = model.livegen.prompts.dual
+    pipeline_class = StableDiffusionXLAdapterPipeline if xl else StableDiffusionAdapterPipeline
+    pipe = pipeline_class.from_pipe(model.text, adapter=adapter)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -316,6 +320,7 @@ def test_inverted_and_canny_control_pictures_equal_diffusers_given_them(
         ("sd-turbo", ["grey"], 1.0, 1),  # a one-channel adapter reads the frame's luma
         ("lcm", ["sketch"], 1.0, 4),
         ("sd-turbo", ["sketch", "grey"], [0.6, 1.1], 2),
+        ("sdxl-turbo", ["sketch"], 0.8, 2),
     ],
 )
 def test_a_t2i_adapter_equals_diffusers_adapter_pipeline(
@@ -465,3 +470,24 @@ def test_controls_that_cannot_run_are_refused_saying_what_works(
     pipeline = controlled("sd-turbo").livegen
     with pytest.raises(ValueError, match=message):
         pipeline.check_params(pipeline.default_params.updated(patch))
+
+
+@pytest.mark.parametrize("end", [0.5, 0.75])
+def test_an_sdxl_adapter_acts_for_the_steps_diffusers_conditioning_factor_gives(
+    controlled: Callable[[str], Controlled], end: float
+) -> None:
+    model = controlled("sdxl-turbo")
+    frame = sketch()
+    assert_same_frame(
+        run_livegen(
+            model.livegen, frame, steps=4, strength=1.0, controlnet="sketch", control_end=end
+        ),
+        run_diffusers(
+            adapter_pipeline(model, ["sketch"]),
+            None,
+            image=Image.fromarray(frame),
+            num_inference_steps=4,
+            guidance_scale=0.0,
+            adapter_conditioning_factor=end,
+        ),
+    )
