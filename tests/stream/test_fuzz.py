@@ -413,14 +413,8 @@ def test_the_session_protocol_turns_any_input_into_events_or_documented_errors(
             assert sent(protocol) == [STARTED]
 
 
-@FUZZ
-@given(
-    st.lists(
-        st.tuples(CLIENT_DATA, st.floats(0.0, 0.5)),
-        min_size=1,
-        max_size=40,
-    )
-)
+@settings(FUZZ, max_examples=100)  # each example is a whole flood
+@given(st.lists(st.tuples(CLIENT_DATA, st.floats(0.0, 0.5)), min_size=1, max_size=40))
 def test_a_flood_hears_at_most_one_rate_limited_notice_a_second(
     inputs: list[tuple[bytes | str, float]],
 ) -> None:
