@@ -38,7 +38,9 @@ async def test_image_to_image_round_trips_several_in_a_row_then_a_bad_input(
     error = events[3]
     # An x-fal-error frame reaches onError as fal's ApiError.
     assert error["status"] == 400, error
-    assert error["message"] == "INVALID_PARAMS: param 'prompt' must be str, got int"
+    assert error["message"] == (
+        "INVALID_PARAMS: param 'prompt' must be a str or a list [[text, weight], ...], got int"
+    )
     assert error["body"]["type"] == "x-fal-error" and error["body"]["request_id"] == "bad"
 
 
