@@ -29,7 +29,10 @@ PROCESS_WAIT_S = 120.0
 
 @pytest.fixture
 async def diffusion_server(start_server, tiny_models: TinyModels):
-    return await start_server(pipeline="sd-turbo", model=str(tiny_models.sd_turbo))
+    # Loading and warming a model at its 512 px takes seconds on two busy cores.
+    return await start_server(
+        pipeline="sd-turbo", model=str(tiny_models.sd_turbo), ready_s=PROCESS_WAIT_S
+    )
 
 
 async def frame_after(client: LivegenClient) -> FrameOut:
