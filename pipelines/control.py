@@ -105,7 +105,7 @@ class StructureControls:
                 model = load_component(model_class, folder, None, torch_dtype=dtype)
                 _check_fits(kind, name, model, unet)
                 models[name] = model.to(device).eval().requires_grad_(False)
-        return cls(*loaded)
+        return cls(loaded[0], loaded[1])
 
     @property
     def names(self) -> dict[str, list[str]]:
@@ -158,6 +158,7 @@ class StructureControls:
             if not same:
                 state.source, state.key, state.features = image, key, {}
                 state.pixels = control_pixels(image, size, p.control_source, p.invert)
+            assert state.pixels is not None
             for name in p.controlnet:
                 if name in self.adapters:
                     cached = name in state.features
@@ -265,7 +266,8 @@ def control_pixels(
 def luma(pixels: torch.Tensor) -> torch.Tensor:
     """(3, H, W) whole levels -> (1, H, W): PIL's ``convert("L")`` (ITU-R 601, rounded)."""
     r, g, b = pixels.round().to(torch.int64)
-    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).float()[None]
+    weighted: torch.Tensor = r * 19595 + g * 38470 + b * 7471 + 0x8000
+    return torch.bitwise_right_shift(weighted, 16).float()[None]
 
 
 def _scales(p: Params) -> list[tuple[str, float]]:
@@ -289,7 +291,8 @@ def _acts(p: Params, step: Step, kind: str) -> float:
 
 def _scaled(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``x * scale`` in ``x``'s dtype, rounded once, as a Python float scale is applied."""
-    return (x.float() * scale).to(x.dtype)
+    scaled: torch.Tensor = (x.float() * scale).to(x.dtype)
+    return scaled
 
 
 def _check_fits(kind: str, name: str, model: Any, unet: Any) -> None:
