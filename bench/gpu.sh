@@ -46,13 +46,13 @@ step() {
 }
 
 if [ "$MODE" = gpu ]; then
-    step cuda_tests 80 "$PYTHON" -m pytest -q -x tests/pipelines/test_cuda.py tests/kernels \
+    step cuda_tests 70 "$PYTHON" -m pytest -q -x tests/pipelines/test_cuda.py tests/kernels \
         tests/pipelines/test_kernel_paths.py --junitxml="$RESULTS/$TAG-tests.xml"
-    step kernels 40 "$PYTHON" bench/kernel_bench.py --device cuda --out "$RESULTS/$TAG-kernels.json"
+    step kernels 30 "$PYTHON" bench/kernel_bench.py --device cuda --out "$RESULTS/$TAG-kernels.json"
     step pipeline 200 "$PYTHON" bench/pipeline.py --device cuda --size 512 --compile \
         --sessions 1,4,16 --frames 6 --rounds 4 --skip-memory --max-other-load 1000 \
         --out "$RESULTS/$TAG-pipeline.json"
-    step model_roundtrip 150 "$PYTHON" bench/model_roundtrip.py --device cuda --compile \
+    step model_roundtrip 170 "$PYTHON" bench/model_roundtrip.py --device cuda --compile \
         --starts 2 --sessions 16 --seconds 5 --out "$RESULTS/$TAG-model_roundtrip.json"
 else
     step kernel_tests 300 "$PYTHON" -m pytest -q -x tests/kernels \

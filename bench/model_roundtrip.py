@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import roundtrip
 from pipeline import DEFAULT_MODELS_DIR, ensure_models
 from roundtrip import SERVER_ARGS, closed_loop, livegen_server, make_frames, run_event_loop
 from stats import describe_machine, latency_ms
@@ -37,6 +38,7 @@ WARMUP_S = 2.0
 SESSIONS = 16
 FRAMES = 4
 PROMPT = "a watercolour of a lighthouse"
+START_TIMEOUT_S = 600.0
 
 
 async def first_frame(url: str, frame: bytes, size_px: int) -> float:
@@ -110,11 +112,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=SECONDS, help="measured seconds a case")
     parser.add_argument("--starts", type=int, default=1, help="start the server this many times")
     parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR)
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=START_TIMEOUT_S,
+        help="seconds a start may take to be ready (a first --compile on a CPU takes minutes)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny models at 64 px, 2 s cases")
     parser.add_argument(
         "--out", type=Path, help="JSON path (default bench/results/model_roundtrip.json)"
     )
     args = parser.parse_args(argv)
+    # roundtrip.py's limit is for a passthrough server; a model loads, warms up, compiles.
+    roundtrip.START_TIMEOUT_S = args.start_timeout
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model, tiny_vae = ensure_models(args.models_dir, "tiny" if args.quick else "full")
     starts = [
