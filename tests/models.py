@@ -392,6 +392,9 @@ def save_controlnet(
             load_weights_from_unet=False,
         )
         _randomise(controlnet)
+        # Stronger weights where the control picture comes in: with small ones every
+        # layer shrinks it, and a wrong picture would change the frame too little to see.
+        _randomise(controlnet.controlnet_cond_embedding, std=0.2)
     controlnet.save_pretrained(path)
     return Path(path)
 
