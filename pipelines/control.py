@@ -69,18 +69,13 @@ class ControlState:
 class StructureControls:
     """The loaded ControlNets and T2I-Adapters, and what a batch needs from them."""
 
-    def __init__(
-        self,
-        controlnets: Mapping[str, Any],
-        adapters: Mapping[str, Any],
-        memory_format: torch.memory_format = torch.contiguous_format,
-    ) -> None:
+    def __init__(self, controlnets: Mapping[str, Any], adapters: Mapping[str, Any]) -> None:
         clash = set(controlnets) & set(adapters)
         if clash:
             raise ValueError(f"a ControlNet and a T2I-Adapter share the name {sorted(clash)[0]!r}")
         self.controlnets = dict(controlnets)
         self.adapters = dict(adapters)
-        self.memory_format = memory_format
+        self.memory_format = torch.contiguous_format
         self.stats = {name: CacheStats() for name in ("control_images", "adapter_features")}
 
     @classmethod
@@ -106,6 +101,16 @@ class StructureControls:
                 _check_fits(kind, name, model, unet)
                 models[name] = model.to(device).eval().requires_grad_(False)
         return cls(loaded[0], loaded[1])
+
+    @property
+    def models(self) -> list[torch.nn.Module]:
+        return [*self.controlnets.values(), *self.adapters.values()]
+
+    def use_memory_format(self, memory_format: torch.memory_format) -> None:
+        """Run the controls in the UNet's layout (channels-last, by default)."""
+        self.memory_format = memory_format
+        for model in self.models:
+            model.to(memory_format=memory_format)
 
     @property
     def names(self) -> dict[str, list[str]]:

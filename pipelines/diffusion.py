@@ -159,6 +159,7 @@ class FewStepPipeline(Pipeline):
         )
         self.unet.to(memory_format=self.memory_format)
         self.vae.to(memory_format=self.memory_format)
+        self.structure.use_memory_format(self.memory_format)
         if self.device.type == "cpu":
             # A batch's full-resolution activations overflow a CPU's caches: the
             # autoencoder is faster one image at a time there (bench/README.md).
@@ -178,7 +179,7 @@ class FewStepPipeline(Pipeline):
             log.info("fused LoRA %s into the UNet", self.standing_lora)
         # Compiling on the CPU packs the UNet's weights itself (at warm-up).
         unet = [] if options.compile else [self.unet]
-        self._prepack_weights(*unet, self.vae, *self.prompts.text_encoders)
+        self._prepack_weights(*unet, self.vae, *self.prompts.text_encoders, *self.structure.models)
 
     # Loading.
 
