@@ -62,7 +62,7 @@ PLANTS = [
     Plant(
         "bgr",
         "input pixels in BGR order",
-        "pipelines/diffusion.py",
+        "kernels/model_input.py",
         "x = image.permute(2, 0, 1).unsqueeze(0).float()",
         "x = image.flip(-1).permute(2, 0, 1).unsqueeze(0).float()",
     ),
@@ -84,8 +84,8 @@ PLANTS = [
         "euler-unit-noise",
         "text to image from unit noise (Euler's init_noise_sigma left out)",
         "pipelines/samplers.py",
-        "scaled = noise * _unsqueeze(schedule.init_scale, noise)",
-        "scaled = noise",
+        "u=torch.where(text_only, schedule.init_scale, add),",
+        "u=torch.where(text_only, torch.ones_like(add), add),",
     ),
     Plant(
         "euler-floor",
@@ -227,6 +227,8 @@ def run_plant(plant: Plant, scratch: Path) -> dict[str, object]:
     shutil.copytree(
         ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".git", "node_modules", "__pycache__")
     )
+    # The copy's kernels/ as livegen_kernels (pyproject's package-dir), ahead of the checkout's.
+    (copy / "livegen_kernels").symlink_to(copy / "kernels", target_is_directory=True)
     target = copy / plant.file
     text = target.read_text()
     if text.count(plant.old) != 1:
