@@ -280,8 +280,8 @@ class FewStepPipeline(Pipeline):
 
     def batch_key(self, request: FrameRequest) -> Hashable:
         p = request.params
-        # Requests that share controls batch together; without an input nothing is controlled.
-        controls = p.controlnet if request.image is not None else ()
+        # Requests that share controls batch together.
+        controls = _controls(request)
         return (p.width, p.height, p.steps, p.scheduler, self._extra_lora(p.lora), controls)
 
     def warmup(self) -> None:
@@ -359,7 +359,7 @@ class FewStepPipeline(Pipeline):
         # A controlled request at strength 1 takes its input as structure only: text to
         # image guided by the lines, as diffusers' ControlNet pipeline (below 1, its
         # Img2Img twin, which also starts from the input).
-        controlled = bool(first.controlnet) and pixels[0] is not None
+        controlled = bool(_controls(requests[0]))
         init = [
             None if controlled and request.params.strength >= 1.0 else image
             for request, image in zip(requests, pixels, strict=True)
@@ -491,7 +491,7 @@ class FewStepPipeline(Pipeline):
             }
         sample = sample.to(self.dtype)
         controls: dict[str, Any] = {}
-        if requests[0].params.controlnet and requests[0].image is not None:
+        if _controls(requests[0]):
             controls = self.structure.unet_kwargs(
                 sample,
                 timesteps,
@@ -705,6 +705,11 @@ class FewStepPipeline(Pipeline):
             return None
         difference = frame_difference(image[None], last[None])[0]
         return state.output if difference.item() <= request.params.similarity_threshold else None
+
+
+def _controls(request: FrameRequest) -> tuple[str, ...]:
+    """The structure controls a request runs with: none without an input to follow."""
+    return request.params.controlnet if request.image is not None else ()
 
 
 def _draw(seed: int, shape: tuple[int, ...], count: int) -> torch.Tensor:
